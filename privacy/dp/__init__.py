@@ -1,0 +1,1 @@
+"""DP configuration and accounting types shared by forces and the national server."""
