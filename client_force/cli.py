@@ -1,0 +1,364 @@
+"""``anprfed force``: a force's node commands (store, ingest, status, key rotation, labels).
+
+Human output is a rich table; ``--json`` prints one JSON object on stdout instead. Outputs
+hold counts, row numbers, days and key ids only: never a VRM, camera id or coordinate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from client_force.export_reader import ExportReadError
+from client_force.ingest import DEFAULT_MAX_AGE_DAYS, IngestError, IngestReport, ingest_export
+from client_force.labels import ingest_labels
+from client_force.status import store_status
+from privacy.keys import (
+    KEY_FILE_ENV,
+    PASSPHRASE_ENV,
+    KeyManagementError,
+    KeyMaterialError,
+    MasterSecretSource,
+    WrongPassphraseError,
+)
+from retention.lock import StoreLockedError
+from retention.policy import AsOfError, parse_as_of
+from retention.store import (
+    ForceStore,
+    PartitionIntegrityError,
+    RotationIncompleteError,
+    StoreError,
+)
+
+EXIT_OK = 0
+EXIT_INPUT = 2  # bad input or key: wrong passphrase, missing key, unreadable/corrupt export
+EXIT_STORE = 3  # store problem: not a store, integrity failure, interrupted rotation
+EXIT_LOCKED = 4  # another command holds the store lock; retry later
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 2 bad input or key material (wrong passphrase, missing key, "
+    "unreadable or corrupt export, bad option); 3 store problem (not a store, tampered or "
+    "truncated file, interrupted key rotation); 4 store locked by another command."
+)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help=(
+        "A force's node: create its encrypted store, ingest raw exports (validated, "
+        "pseudonymised, day-partitioned), show status, rotate the pseudonym key, load "
+        f"labels. Key material: {PASSPHRASE_ENV} (or a prompt) or {KEY_FILE_ENV} / --key-file. "
+        + EXIT_CODES_HELP
+    ),
+)
+
+_console = Console()
+
+STORE_ARG = typer.Argument(..., help="Store directory.")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+KEY_FILE_OPT = typer.Option(
+    None,
+    "--key-file",
+    help=f"Key file holding the master secret (else {KEY_FILE_ENV}, else a passphrase).",
+)
+AS_OF_OPT = typer.Option(
+    None,
+    "--as-of",
+    help=(
+        "Reference instant: YYYY-MM-DD means the END of that UTC day (data up to that day), "
+        "or an ISO-8601 datetime with offset. Default: now."
+    ),
+)
+
+
+def _fail(code: int, message: str, as_json: bool) -> NoReturn:
+    """Report an error without a traceback and exit with ``code``."""
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(as_json: bool, fn: Callable[[], Any]) -> Any:
+    """Run a command body, mapping known errors to exit codes (messages carry no raw values)."""
+    try:
+        return fn()
+    except WrongPassphraseError as exc:
+        _fail(EXIT_INPUT, str(exc), as_json)
+    except (KeyMaterialError, KeyManagementError, ExportReadError, IngestError, AsOfError) as exc:
+        _fail(EXIT_INPUT, str(exc), as_json)
+    except StoreLockedError as exc:
+        _fail(EXIT_LOCKED, str(exc), as_json)
+    except (PartitionIntegrityError, RotationIncompleteError, StoreError) as exc:
+        _fail(EXIT_STORE, str(exc), as_json)
+
+
+def _prompt_passphrase(confirm: bool) -> str:
+    passphrase = typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    if not passphrase:
+        raise KeyMaterialError("the passphrase must not be empty")
+    return str(passphrase)
+
+
+def _secret_for(store: Path, key_file: Path | None) -> MasterSecretSource:
+    """Key material for an existing store, asking only for what its protection mode needs."""
+    if key_file is not None:
+        return MasterSecretSource.from_key_file(key_file)
+    mode = ForceStore.read_meta(store).get("key_protection", {}).get("mode")
+    if mode == "key-file":
+        env = os.environ.get(KEY_FILE_ENV)
+        if not env:
+            raise KeyMaterialError(
+                f"this store's master secret is in a key file: pass --key-file or set "
+                f"{KEY_FILE_ENV}"
+            )
+        return MasterSecretSource.from_key_file(env)
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase:
+        return MasterSecretSource.from_passphrase(passphrase)
+    return MasterSecretSource.from_passphrase(_prompt_passphrase(confirm=False))
+
+
+def _open(store: Path, key_file: Path | None) -> ForceStore:
+    return ForceStore.open(store, _secret_for(store, key_file))
+
+
+def parse_ingest_as_of(text: str | None) -> datetime:
+    """``--as-of`` for ingest: a date means the end of that UTC day; default now (UTC)."""
+    if text is None:
+        return datetime.now(UTC)
+    value = text.strip()
+    if len(value) == 10:
+        return parse_as_of(value) + timedelta(days=1)
+    return parse_as_of(value)
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    for k, v in rows:
+        t.add_row(k, str(v))
+    return t
+
+
+def _print_report(report: IngestReport, title: str) -> None:
+    d = report.to_dict()
+    rows = [
+        ("input rows", d["input_rows"]),
+        ("stored", d["stored"]),
+        ("deduplicated", d["duplicates"]),
+        ("rejected", d["rejected"]),
+    ]
+    _console.print(_table(title, rows))
+    if d["rejected"]:
+        t = Table(title="rejected rows by reason", title_justify="left")
+        t.add_column("reason")
+        t.add_column("rows", justify="right")
+        t.add_column("first row numbers")
+        for reason, count in d["rejected_by_reason"].items():
+            if count:
+                nums = d["rejected_row_numbers"].get(reason, [])
+                more = " ..." if count > len(nums) else ""
+                t.add_row(reason, str(count), ", ".join(map(str, nums)) + more)
+        _console.print(t)
+    verdict = "[green]yes[/]" if d["accounted"] else "[red]NO[/]"
+    _console.print(
+        f"accounted for: {verdict} ({d['input_rows']} = {d['stored']} stored + "
+        f"{d['duplicates']} deduplicated + {d['rejected']} rejected); "
+        f"days written: {len(d['days_written'])}; quarantine files: {d['quarantine_files']}; "
+        f"{d['seconds']} s"
+    )
+
+
+@app.command("init")
+def init_cmd(
+    store: Path = STORE_ARG,
+    force: str = typer.Option(..., "--force", help="The force's name (letters, digits, _-.)."),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help="Keep the master secret raw in this NEW key file (mode 0600) instead of a passphrase.",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create STORE and a per-force master secret (passphrase-wrapped, or in a key file)."""
+
+    def body() -> dict[str, Any]:
+        if key_file is not None:
+            secret = MasterSecretSource.from_key_file(key_file)
+        elif os.environ.get(PASSPHRASE_ENV):
+            secret = MasterSecretSource.from_passphrase(os.environ[PASSPHRASE_ENV])
+        else:
+            secret = MasterSecretSource.from_passphrase(_prompt_passphrase(confirm=True))
+        s = ForceStore.create(store, force, secret)
+        meta = s.meta
+        return {
+            "ok": True,
+            "store": str(store),
+            "force": s.force,
+            "key_epoch": s.key_epoch,
+            "key_protection": meta["key_protection"]["mode"],
+            "kdf": {k: v for k, v in meta["key_protection"].items() if k in ("kdf", "n", "r", "p")},
+            "signing_public_key": meta["signing"]["public_key"],
+        }
+
+    out = _run(as_json, body)
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        rows = [
+            ("force", out["force"]),
+            ("key protection", out["key_protection"]),
+            ("key epoch", out["key_epoch"]),
+        ]
+        _console.print(_table(f"created store {store}", rows))
+
+
+@app.command("ingest")
+def ingest_cmd(
+    store: Path = STORE_ARG,
+    export: Path = typer.Argument(
+        ..., help="Raw export: CSV or Parquet (vrm, camera_id, read_at)."
+    ),
+    cameras: Path | None = typer.Option(
+        None,
+        "--cameras",
+        help="Camera register (camera_id, lat, lon, road_class); default cameras.* beside EXPORT.",
+    ),
+    as_of: str | None = AS_OF_OPT,
+    max_age_days: int = typer.Option(
+        DEFAULT_MAX_AGE_DAYS, "--max-age-days", help="Retention window in days."
+    ),
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Validate, pseudonymise and store EXPORT. Every row is stored, deduplicated or rejected."""
+
+    def body() -> IngestReport:
+        instant = parse_ingest_as_of(as_of)
+        return ingest_export(
+            _open(store, key_file),
+            export,
+            cameras=cameras,
+            as_of=instant,
+            max_age_days=max_age_days,
+        )
+
+    report = _run(as_json, body)
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **report.to_dict()}))
+    else:
+        _print_report(report, f"ingest of {report.export}")
+
+
+@app.command("labels")
+def labels_cmd(
+    store: Path = STORE_ARG,
+    file: Path = typer.Argument(
+        ..., help="Intelligence log: vrm, offence_start, offence_end, conviction_date."
+    ),
+    as_of: str | None = AS_OF_OPT,
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Load a conviction log, pseudonymised (same validation and reporting as ingest)."""
+
+    def body() -> IngestReport:
+        return ingest_labels(_open(store, key_file), file, as_of=parse_ingest_as_of(as_of))
+
+    report = _run(as_json, body)
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **report.to_dict()}))
+    else:
+        _print_report(report, f"labels from {report.export}")
+
+
+@app.command("status")
+def status_cmd(
+    store: Path = STORE_ARG,
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Days held, oldest and newest read, reads, vehicles, bytes, key epoch (all verified)."""
+    st = _run(as_json, lambda: store_status(_open(store, key_file)))
+    d = st.to_dict()
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **d}))
+        return
+    rows = [
+        ("force", d["force"]),
+        ("days held", d["days_held"]),
+        ("first / last day", f"{d['first_day']} / {d['last_day']}"),
+        ("oldest read", d["oldest_read"]),
+        ("newest read", d["newest_read"]),
+        ("reads", f"{d['reads']:,}"),
+        ("vehicles (distinct pseudonyms)", f"{d['vehicles']:,}"),
+        ("cameras in register", d["cameras"]),
+        ("quarantine days / files", f"{d['quarantine_days']} / {d['quarantine_files']}"),
+        ("labels", d["labels"]),
+        ("derived artifacts", d["derived_artifacts"]),
+        ("keys in keyring", d["keys_in_keyring"]),
+        ("bytes on disk", f"{d['bytes']:,}"),
+        ("key epoch", d["key_epoch"]),
+    ]
+    _console.print(_table(f"store {store}", rows))
+
+
+@app.command("rotate-key")
+def rotate_key_cmd(
+    store: Path = STORE_ARG,
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Re-key every stored pseudonym to a new epoch and destroy the old epoch key.
+
+    Needs no raw VRMs. Afterwards old pseudonyms cannot be linked to new ones without the
+    destroyed key. Derived artifacts (caches keyed by pseudonyms) are removed. Rerun to finish
+    an interrupted rotation.
+    """
+
+    def body() -> dict[str, Any]:
+        s = _open(store, key_file)
+        with s.lock("rotate-key"):
+            s.refresh()
+            s.clean_interrupted_writes()
+            rep = s.rotate_pseudonym_key()
+        s.append_log(
+            "keys",
+            {
+                "event": "rotate-key",
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "old_epoch": rep.old_epoch,
+                "new_epoch": rep.new_epoch,
+                "partitions_rekeyed": rep.partitions_rekeyed,
+                "destroyed_key_ids": list(rep.destroyed_key_ids),
+            },
+        )
+        return {
+            "ok": True,
+            "old_epoch": rep.old_epoch,
+            "new_epoch": rep.new_epoch,
+            "partitions_rekeyed": rep.partitions_rekeyed,
+            "reads_rekeyed": rep.reads_rekeyed,
+            "labels_rekeyed": rep.labels_rekeyed,
+            "derived_removed": rep.derived_removed,
+            "destroyed_key_ids": list(rep.destroyed_key_ids),
+        }
+
+    out = _run(as_json, body)
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        rows = [(k.replace("_", " "), v) for k, v in out.items() if k != "ok"]
+        _console.print(_table(f"rotated pseudonym key of {store}", rows))
+
+
+__all__ = ["EXIT_CODES_HELP", "app", "parse_ingest_as_of"]
