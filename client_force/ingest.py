@@ -37,6 +37,7 @@ from client_force.export_reader import (
 )
 from client_force.validation import CODE, OK, REASONS, ChunkValidator
 from privacy.pseudonym import CameraTokeniser
+from retention.keyring import day_scope
 from retention.read_block import ReadBlock
 from retention.store import ForceStore
 
@@ -267,6 +268,7 @@ class _DayBuffer:
                 self.blocks[dn].append(reads.take(part))
         self.rows += len(reads)
         if self.rows > self.flush_rows:
+            self.prepare_keys(sorted(self.blocks))
             for dn in sorted(set(self.blocks) - latest):
                 self.merge(dn)
             if self.rows > self.flush_rows // 2:
@@ -285,8 +287,13 @@ class _DayBuffer:
             self.report.days_written.append(day.isoformat())
 
     def merge_all(self) -> None:
+        self.prepare_keys(sorted(self.blocks))
         for dn in sorted(self.blocks):
             self.merge(dn)
+
+    def prepare_keys(self, dns: list[int]) -> None:
+        """Create the data keys of every day about to be written in one keyring rewrite."""
+        self.store.keyring.ensure_scopes([day_scope(_dn_date(dn)) for dn in dns])
 
 
 def _dn_date(dn: int) -> date:

@@ -27,6 +27,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     no_args_is_help=True,
     add_completion=False,
+    # Never print local variables in tracebacks: they can hold raw VRMs or camera ids.
+    pretty_exceptions_show_locals=False,
 )
 
 

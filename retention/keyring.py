@@ -175,6 +175,34 @@ class Keyring:
         self._cache[key_id] = key
         return key_id, key
 
+    def ensure_scopes(self, scopes: list[str]) -> list[str]:
+        """Create a key for every scope in ``scopes`` that has none, in one atomic rewrite.
+
+        Returns the new key ids. Ingest calls this before writing a batch of day partitions so
+        the keyring is rewritten (and fsynced) once per batch, not once per day.
+        """
+        self.reload()
+        have = {e["scope"] for e in self._entries.values()}
+        created: list[str] = []
+        for scope in dict.fromkeys(scopes):
+            if scope in have:
+                continue
+            key = secrets.token_bytes(DATA_KEY_BYTES)
+            key_id = _new_key_id(scope)
+            nonce, wrapped = wrap_key(self._wrapping_key, key, _aad(key_id, scope))
+            self._entries[key_id] = {
+                "key_id": key_id,
+                "scope": scope,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "nonce": base64.b64encode(nonce).decode("ascii"),
+                "wrapped": base64.b64encode(wrapped).decode("ascii"),
+            }
+            self._cache[key_id] = key
+            created.append(key_id)
+        if created:
+            self._save()
+        return created
+
     def destroy(self, key_id: str) -> bool:
         """Remove ``key_id`` (atomic rewrite): a cryptographic erase. Returns whether it existed."""
         self.reload()
@@ -203,4 +231,8 @@ def _aad(key_id: str, scope: str) -> bytes:
 
 
 def _dump(entries: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"version": KEYRING_VERSION, "keys": entries}, indent=1).encode("utf-8")
+    # Compact separators keep json on its C encoder: an indented dump of a 730-key ring took
+    # ~30 ms, and ingest rewrites the ring whenever it adds day keys.
+    return json.dumps(
+        {"version": KEYRING_VERSION, "keys": entries}, separators=(",", ":")
+    ).encode("utf-8")

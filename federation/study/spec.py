@@ -27,10 +27,10 @@ class WorldSpec:
     """Which synthetic world to generate (see ``anprfed synth``)."""
 
     preset: str = "north-west"
-    vehicles: int = 6000
-    days: int = 540
-    start: date = date(2025, 1, 1)
-    prevalence: float = 0.01
+    vehicles: int = 4000
+    days: int = 900
+    start: date = date(2024, 1, 1)
+    prevalence: float = 0.03
     seed: int = 7
 
     @property
@@ -56,7 +56,7 @@ class TrainingSpec:
     rounds: int = 5
     local_epochs: int = 1
     batch_size: int = 64
-    learning_rate: float = 0.05
+    learning_rate: float = 0.003
     max_reads: int = 96
     strategy: str = "fedavg"
     proximal_mu: float = 0.0
@@ -107,6 +107,20 @@ class StudySpec:
     def retention_windows(self) -> tuple[int, ...]:
         """The retention sweep, or the single window."""
         return self.retention.sweep or (self.retention.max_age_days,)
+
+    def sweep_points(self) -> list[tuple[int, float]]:
+        """(retention days, epsilon) pairs to run, one factor at a time.
+
+        The epsilon sweep runs at the main retention window (``retention.max_age_days``) and
+        the retention sweep at the main epsilon (``dp.epsilon``), so a sweep of E epsilons and
+        R windows costs E + R - 1 runs per design rather than E x R.
+        """
+        main_window, main_eps = self.retention.max_age_days, self.dp.epsilon
+        points = [(main_window, eps) for eps in self.epsilons()]
+        points += [(w, main_eps) for w in self.retention_windows() if w != main_window]
+        if not any(w == main_window for w, _ in points):
+            points.insert(0, (main_window, main_eps))
+        return list(dict.fromkeys(points))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the manifest (dates as ISO strings, inf as the string "inf")."""
@@ -225,7 +239,11 @@ def validate(spec: StudySpec) -> None:
         (spec.training.strategy in STRATEGIES, f"`training.strategy` must be in {STRATEGIES}"),
         (spec.training.proximal_mu >= 0, "`training.proximal_mu` must be >= 0"),
         (spec.training.round_timeout_s > 0, "`training.round_timeout_s` must be positive"),
-        (all(e > 0 for e in spec.epsilons()), "`dp.epsilon` values must be positive (or inf)"),
+        (
+            all(0 < e < math.inf for e in spec.epsilons()),
+            "`dp.epsilon` and `dp.epsilon_sweep` values must be positive and finite (the "
+            "non-private reference is the `pooled` design)",
+        ),
         (spec.dp.delta is None or 0 < spec.dp.delta < 1, "`dp.delta` must be in (0, 1)"),
         (spec.dp.max_grad_norm > 0, "`dp.max_grad_norm` must be positive"),
         (all(w >= 1 for w in spec.retention_windows()), "`retention` windows must be >= 1 day"),

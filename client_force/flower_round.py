@@ -1,0 +1,274 @@
+"""What a force does when the national server asks it to train or evaluate one round.
+
+Shared by the Message-API ClientApp (``client_force.client_app``) and the legacy SecAgg+
+client (``client_force.secagg_client``), so both paths train and evaluate identically:
+
+* open the node's own store (``node_settings``) under the store lock;
+* load its examples and labels (``force_dataset``);
+* **train**: load the global arrays, run one round of vehicle-level DP-SGD with
+  ``client_force.training.train_round`` and the force's persistent privacy ledger
+  (``STORE/privacy/ledger.json``; the noise is calibrated to the whole study plan, the ledger
+  composes every round of every run and refuses a round past the budget), and return the new
+  arrays with the allowlisted metrics;
+* **evaluate**: score the held-out vehicles with the global arrays.
+
+Anything that stops a round is raised as :class:`RoundRefusedError` with one of the contract's
+error codes; the apps turn it into a Flower error reply carrying that code only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client_force.force_dataset import ForceDataError, ForceDataset, load_force_dataset
+from client_force.node_settings import NodeSettingsError, NodeStore, resolve_node_store
+from client_force.proximal import proximal_training
+from client_force.training import TrainingConfig, train_round
+from federation.contract import CLIENT_ERROR_BY_NAME, EgressContract
+from federation.flower_settings import FlowerSettings
+from federation.metrics import pr_auc, precision_at_recall
+from federation.model import TrajectoryModel, get_weights, predict_scores, set_weights
+from privacy.dp.config import DPConfig, DPConfigError
+from privacy.dp.ledger import LedgerError, PrivacyBudgetExceeded, PrivacyLedger, default_ledger_path
+from privacy.keys import KeyManagementError
+from retention.lock import StoreLockedError
+from retention.store import ForceStore, StoreError
+
+log = logging.getLogger(__name__)
+
+STORE_LOCK_HOLDER = "flower-round"
+PARTICIPATION_LOG = "flower-rounds.jsonl"
+STORE_LOCK_TIMEOUT = 60.0
+
+
+class RoundRefusedError(Exception):
+    """This force will not (or cannot) take part in this round; ``code`` says why."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.code = CLIENT_ERROR_BY_NAME[name]
+        self.name = name
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """New arrays (model order) and the allowlisted train metrics."""
+
+    arrays: list[np.ndarray]
+    metrics: dict[str, int | float]
+
+
+def contract_for(settings: FlowerSettings) -> EgressContract:
+    """The egress contract of the model these settings describe."""
+    return EgressContract.from_model_config(settings.model_config())
+
+
+def node_store(node_config: Mapping[str, Any], settings: FlowerSettings) -> NodeStore:
+    """This node's store, or :class:`RoundRefusedError` (``store-unavailable``)."""
+    try:
+        return resolve_node_store(node_config, settings.node_config_dir)
+    except NodeSettingsError as exc:
+        raise RoundRefusedError("store-unavailable", str(exc)) from None
+
+
+class _OpenStore(AbstractContextManager["ForceStore"]):
+    """Open the store and hold its lock for the round (a purge cannot run meanwhile)."""
+
+    def __init__(self, node: NodeStore) -> None:
+        self.node = node
+        self._lock: Any = None
+
+    def __enter__(self) -> ForceStore:
+        try:
+            store = ForceStore.open(self.node.store, self.node.secret())
+            self._lock = store.lock(STORE_LOCK_HOLDER, timeout=STORE_LOCK_TIMEOUT)
+            self._lock.__enter__()
+        except (StoreError, KeyManagementError, StoreLockedError, OSError) as exc:
+            raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None
+        return store
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(*exc_info)
+
+
+def _dataset(store: ForceStore, settings: FlowerSettings) -> ForceDataset:
+    try:
+        return load_force_dataset(store, settings)
+    except ForceDataError as exc:
+        raise RoundRefusedError("no-training-data", str(exc)) from None
+
+
+def _model(
+    settings: FlowerSettings, contract: EgressContract, arrays: Sequence[np.ndarray]
+) -> TrajectoryModel:
+    model = TrajectoryModel(settings.model_config())
+    try:
+        set_weights(model, list(arrays))
+    except ValueError as exc:
+        raise RoundRefusedError("invalid-instruction", str(exc)) from None
+    return model
+
+
+def _training_seed(settings: FlowerSettings, store: ForceStore, server_round: int) -> int | None:
+    """None (OS entropy) unless ``training-seed`` fixes the noise for tests and benchmarks."""
+    if settings.training_seed < 0:
+        return None
+    digest = hashlib.sha256(f"{settings.training_seed}|{store.force}|{server_round}".encode())
+    return int.from_bytes(digest.digest()[:7], "little")
+
+
+def dp_config(settings: FlowerSettings, n_vehicles: int) -> DPConfig:
+    """The study's DP plan at a force with ``n_vehicles`` training vehicles."""
+    dp = DPConfig.plan(
+        n_vehicles=n_vehicles,
+        target_epsilon=settings.dp_target_epsilon,
+        expected_batch_size=settings.batch_size,
+        total_rounds=settings.num_server_rounds,
+        local_epochs=settings.local_epochs,
+        max_grad_norm=settings.dp_max_grad_norm,
+        target_delta=settings.dp_delta if settings.dp_delta > 0 else None,
+    )
+    if settings.dp_noise_multiplier > 0:
+        dp = replace(dp, noise_multiplier=settings.dp_noise_multiplier)
+    return dp
+
+
+def ledger_path_for(store_root: Path, settings: FlowerSettings) -> Path:
+    """The ledger these settings train under: the force's lifetime ledger, or a scoped one.
+
+    ``ledger-scope`` is for simulated sweeps only, where each sweep point stands for a separate
+    hypothetical deployment; on real data every release composes into the lifetime ledger.
+    """
+    if not settings.ledger_scope:
+        return default_ledger_path(store_root)
+    return Path(store_root) / "privacy" / "scopes" / settings.ledger_scope / "ledger.json"
+
+
+def open_ledger(store_root: Path, settings: FlowerSettings) -> PrivacyLedger:
+    """The force's ledger; created with the study's epsilon as budget if it has none yet.
+
+    An existing ledger keeps its own budget (the force's policy across all studies); the study
+    plan still calibrates this study's noise to ``dp-target-epsilon``.
+    """
+    path = ledger_path_for(store_root, settings)
+    return PrivacyLedger.open(
+        path, epsilon_budget=None if path.exists() else settings.dp_target_epsilon
+    )
+
+
+def record_participation(
+    store_root: Path, *, run_id: str, node_id: int, server_round: int, metrics: Mapping[str, Any]
+) -> None:
+    """Append this round to ``STORE/logs/flower-rounds.jsonl`` (counts only, stays in the force).
+
+    It lets the force (and a study runner that plays every force) match the national server's
+    per-node records, which are keyed by Flower node id, to this store.
+    """
+    path = Path(store_root) / "logs" / PARTICIPATION_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {
+        "run_id": str(run_id),
+        "node_id": int(node_id),
+        "round": int(server_round),
+        **{k: metrics[k] for k in ("num-examples", "epsilon", "delta") if k in metrics},
+    }
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def local_train(
+    node: NodeStore,
+    settings: FlowerSettings,
+    arrays: Sequence[np.ndarray],
+    *,
+    server_round: int,
+    run_id: str,
+    proximal_mu: float = 0.0,
+    node_id: int | None = None,
+) -> TrainOutcome:
+    """One DP training round at this force from the global ``arrays``.
+
+    With ``node_id`` (the Flower node id), the round is also appended to the store's
+    participation log (:func:`record_participation`).
+    """
+    contract = contract_for(settings)
+    with _OpenStore(node) as store:
+        data = _dataset(store, settings)
+        model = _model(settings, contract, arrays)
+        training = TrainingConfig(
+            optimizer=settings.optimizer,
+            learning_rate=settings.learning_rate,
+            seed=_training_seed(settings, store, server_round),
+        )
+        training = proximal_training(training, model, proximal_mu)
+        try:
+            ledger = open_ledger(store.root, settings)
+            result = train_round(
+                model,
+                data.train,
+                data.train_labels,
+                dp_config(settings, len(data.train)),
+                ledger,
+                settings.local_epochs,
+                int(server_round),
+                study_id=settings.study_id,
+                run_id=run_id,
+                training=training,
+            )
+        except PrivacyBudgetExceeded as exc:
+            raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None
+        except (DPConfigError, LedgerError) as exc:
+            raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
+        outcome = TrainOutcome(
+            arrays=get_weights(model),
+            metrics={
+                "num-examples": int(result.examples),
+                "train-loss": float(result.loss),
+                "epsilon": float(result.epsilon_spent),
+                "delta": float(result.delta),
+            },
+        )
+        if node_id is not None:
+            record_participation(
+                store.root,
+                run_id=run_id,
+                node_id=node_id,
+                server_round=server_round,
+                metrics=outcome.metrics,
+            )
+        return outcome
+
+
+def local_evaluate(
+    node: NodeStore, settings: FlowerSettings, arrays: Sequence[np.ndarray]
+) -> dict[str, int | float]:
+    """Held-out metrics of the global ``arrays`` at this force (allowlisted names)."""
+    contract = contract_for(settings)
+    with _OpenStore(node) as store:
+        data = _dataset(store, settings)
+    model = _model(settings, contract, arrays)
+    labels = np.asarray(data.eval_labels, dtype=np.float64)
+    scores = predict_scores(model, data.test)
+    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+    positives = int(labels.sum())
+    auc = pr_auc(labels, scores) if positives else 0.0
+    prec = precision_at_recall(labels, scores, 0.5) if positives else 0.0
+    return {
+        "num-examples": len(labels),
+        "num-positives": positives,
+        "eval-loss": loss,
+        "pr-auc": float(auc) if math.isfinite(auc) else 0.0,
+        "precision-at-recall-0.5": float(prec) if math.isfinite(prec) else 0.0,
+    }

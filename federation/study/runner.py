@@ -1,0 +1,334 @@
+"""``run_study``: a multi-force study end to end.
+
+1. synthesise the world (or reuse one with the same settings);
+2. for each retention window: create one encrypted store per force, ingest its export, load
+   its conviction log, and purge as of the study date;
+3. train and evaluate every design at every sweep point: ``local-only`` and ``federated``
+   (under DP, at each epsilon) and ``pooled`` (the non-private national-pool counterfactual);
+4. write the results folder and return a summary.
+
+The runner plays every role of the simulation, but it reaches the force side and the Flower
+apps only by reference (``federation.study.references``), never by import.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from federation.flower_settings import FlowerSettings
+from federation.study import world as world_io
+from federation.study.evaluation import ForceScores, evaluate_design, pr_curve
+from federation.study.federated import run_federated
+from federation.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from federation.study.references import SIMULATED_FORCE, load_reference
+from federation.study.results import package_versions, write_json, write_table
+from federation.study.retention_outcome import OffenderReads, retention_outcome
+from federation.study.spec import StudySpec
+
+
+class StudyError(RuntimeError):
+    """A study that could not complete; the message says which step and why."""
+
+
+@dataclass
+class StudyResult:
+    """What a run produced: the tables it wrote and where."""
+
+    spec: StudySpec
+    out: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    retention: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    ingest: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def eps_label(epsilon: float) -> str:
+    """A printable epsilon ("inf" for non-private)."""
+    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+
+
+def study_settings(
+    spec: StudySpec, retention_days: int, epsilon: float, out: Path, n_forces: int
+) -> FlowerSettings:
+    """The Flower run settings that every force and the server apply at one sweep point."""
+    start, end = world_io.window_for(spec.as_of, retention_days)
+    t = spec.training
+    return FlowerSettings(
+        num_server_rounds=t.rounds,
+        strategy=t.strategy,
+        proximal_mu=t.proximal_mu,
+        min_available_nodes=n_forces,
+        min_replies=max(1, n_forces // 2),
+        round_timeout=t.round_timeout_s,
+        first_round_timeout=max(t.round_timeout_s, 1800.0),
+        results_dir=str(out),
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+        as_of=spec.as_of.isoformat(),
+        max_reads=t.max_reads,
+        test_fraction=spec.evaluation.test_fraction,
+        seed=spec.seed,
+        local_epochs=t.local_epochs,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        dp_target_epsilon=epsilon if math.isfinite(epsilon) else spec.dp.epsilon,
+        dp_delta=spec.dp.delta or 0.0,
+        dp_max_grad_norm=spec.dp.max_grad_norm,
+    )
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=console is None,
+    )
+
+
+def _prepare_forces(
+    spec: StudySpec, world_dir: Path, out: Path, window: int, truth: Any, result: StudyResult
+) -> list[Any]:
+    """Create, ingest, label and purge one store per force for a retention window."""
+    force_cls = load_reference(SIMULATED_FORCE)
+    as_of = datetime.combine(spec.as_of, datetime.min.time(), tzinfo=UTC)
+    # A store accumulated under the longest window (or the whole world), then purged to this one.
+    ingest_max_age = max(spec.world.days + 1, *spec.retention_windows())
+    start, end = world_io.window_for(spec.as_of, window)
+    positives = world_io.offending_in_window(truth, start, end)
+    nodes = []
+    for force in world_io.force_names(world_dir):
+        node = force_cls(
+            force,
+            out / "stores" / f"retention-{window}d" / force,
+            out / "keys" / f"retention-{window}d" / f"{force}.key",
+        )
+        report = node.setup(world_io.reads_file(world_dir, force), as_of, ingest_max_age)
+        seen = node.seen_vrms(world_io.reads_file(world_dir, force), truth["vrm"])
+        convictions = world_io.convictions_for(truth, seen, spec.as_of)
+        labels = node.load_convictions(convictions)
+        node.load_truth(positives[positives.isin(seen)])
+        purge = node.purge(as_of, window)
+        result.ingest.append(
+            {
+                "retention_days": window,
+                "force": force,
+                **report,
+                "convictions_loaded": labels,
+                **purge,
+            }
+        )
+        nodes.append(node)
+    return nodes
+
+
+def _retention_rows(
+    spec: StudySpec, world_dir: Path, truth: Any, forces: list[str], window: int
+) -> list[dict[str, Any]]:
+    reads = [OffenderReads(f, world_io.offender_reads(world_dir, f, truth["vrm"])) for f in forces]
+    return retention_outcome(truth, reads, window, spec.as_of)
+
+
+def _evaluate(
+    nodes: list[Any],
+    weights: list[np.ndarray] | dict[str, list[np.ndarray]],
+    settings: FlowerSettings,
+) -> list[ForceScores]:
+    """Every force scores its held-out vehicles with the design's model(s)."""
+    per_force = []
+    for node in nodes:
+        w = weights[node.name] if isinstance(weights, dict) else weights
+        scores, truth = node.evaluate(w, settings)
+        per_force.append(ForceScores(node.name, scores, truth))
+    return per_force
+
+
+def run_study(
+    spec: StudySpec, out: Path, console: Console | None = None, reuse_world: bool = True
+) -> StudyResult:
+    """Run every step of the study and write the results folder ``out``."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    result = StudyResult(spec=spec, out=out)
+    timings = result.timings
+    started = datetime.now(UTC)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    main_eps = spec.dp.epsilon
+    main_window = spec.retention.max_age_days
+    points = spec.sweep_points()
+    windows = list(dict.fromkeys(w for w, _ in points))
+    n_design_runs = sum(len(windows) if d == "pooled" else len(points) for d in spec.designs)
+    with _progress(console) as progress:
+        world_dir = out / "world"
+        with _timed(timings, "synthesise"):
+            if not reuse_world and (world_dir / world_io.WORLD_SETTINGS_FILE).exists():
+                (world_dir / world_io.WORLD_SETTINGS_FILE).unlink()
+            world_io.ensure_world(spec.world, world_dir, progress=progress)
+        truth = world_io.load_truth(world_dir)
+        forces = world_io.force_names(world_dir)
+        designs_task = progress.add_task("designs", total=n_design_runs)
+        for window in windows:
+            with _timed(timings, "ingest+purge"):
+                nodes = _prepare_forces(spec, world_dir, out, window, truth, result)
+            with _timed(timings, "retention outcome"):
+                result.retention.extend(_retention_rows(spec, world_dir, truth, forces, window))
+            for design in spec.designs:
+                epsilons = [e for w, e in points if w == window]
+                for epsilon in [math.inf] if design == "pooled" else epsilons:
+                    label = f"{design} eps={eps_label(epsilon)} retention={window}d"
+                    progress.update(designs_task, description=label)
+                    settings = study_settings(
+                        spec,
+                        window,
+                        epsilon,
+                        out / "server" / f"{design}-eps{eps_label(epsilon)}-ret{window}d",
+                        len(nodes),
+                    )
+                    study_id = f"{spec.name}/{design}/eps{eps_label(epsilon)}/ret{window}d"
+                    settings = settings.replace(study_id=study_id, ledger_scope=_slug(study_id))
+                    with _timed(timings, design):
+                        weights = _train_design(
+                            design, nodes, settings, study_id, progress, out, spec
+                        )
+                        per_force = _evaluate(nodes, weights, settings)
+                    if design == "pooled":
+                        _save_model(weights, settings, Path(settings.results_dir))
+                    for row in evaluate_design(
+                        per_force, spec.evaluation.recall, spec.evaluation.realistic_prevalence
+                    ):
+                        result.metrics.append(
+                            {"design": design, "epsilon": epsilon, "retention_days": window, **row}
+                        )
+                    if window == main_window and (epsilon == main_eps or design == "pooled"):
+                        scores = np.concatenate([f.scores for f in per_force])
+                        truth_all = np.concatenate([f.truth for f in per_force])
+                        curves[f"{design} (eps={eps_label(epsilon)})"] = pr_curve(scores, truth_all)
+                    if design != "pooled":
+                        for node in nodes:
+                            result.ledger.extend(
+                                {
+                                    "retention_days": window,
+                                    "design": design,
+                                    "target_epsilon": epsilon,
+                                    **r,
+                                }
+                                for r in node.ledger_rows(settings)
+                            )
+                    progress.advance(designs_task)
+    timings["total"] = round((datetime.now(UTC) - started).total_seconds(), 3)
+    _write_results(result, curves)
+    return result
+
+
+def _train_design(
+    design: str,
+    nodes: list[Any],
+    settings: FlowerSettings,
+    study_id: str,
+    progress: Progress,
+    out: Path,
+    spec: StudySpec,
+) -> Any:
+    """Train one design; returns one weight list (shared model) or one per force."""
+    if design == "local-only":
+        return {node.name: node.train_local(settings, study_id) for node in nodes}
+    if design == "federated":
+        return run_federated(
+            nodes, settings, study_id, progress, secure_aggregation=spec.training.secure_aggregation
+        )
+    if design == "pooled":
+        force_cls = type(nodes[0])
+        return force_cls.train_pooled(nodes, settings)
+    raise StudyError(f"unknown design {design!r}")
+
+
+def _save_model(weights: list[np.ndarray], settings: FlowerSettings, folder: Path) -> Path:
+    """Keep a centrally trained model (the pooled counterfactual) for audits, as the server
+    keeps the federated one: ``<folder>/checkpoints/final.npz``, arrays by contract name."""
+    from federation.model import weight_spec
+
+    names = [name for name, _, _ in weight_spec(settings.model_config())]
+    path = folder / "checkpoints" / "final.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **dict(zip(names, weights, strict=True)))
+    return path
+
+
+def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    out, spec = result.out, result.spec
+    files = result.files
+    files.extend(write_table(result.metrics, out / "metrics"))
+    files.extend(write_table(result.ledger, out / "privacy_ledger"))
+    files.extend(write_table(result.retention, out / "retention"))
+    files.extend(write_table(result.ingest, out / "ingest"))
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    if any(m["force"] == "all forces" for m in result.metrics):
+        files.append(
+            plot_utility_vs_epsilon(result.metrics, plots / "utility_vs_epsilon.png", "pr_auc")
+        )
+    if curves:
+        overall = [m for m in result.metrics if m["force"] == "all forces"]
+        prevalence = float(overall[0]["scenario_prevalence"]) if overall else 0.0
+        files.append(
+            plot_pr_curves(
+                curves,
+                prevalence,
+                plots / "pr_curves.png",
+                f"Held-out vehicles, all forces, {spec.retention.max_age_days}-day retention",
+            )
+        )
+    if result.retention:
+        files.append(plot_retention_outcome(result.retention, plots / "retention_outcome.png"))
+    manifest = {
+        "study": spec.name,
+        "spec": spec.to_dict(),
+        "as_of": spec.as_of.isoformat(),
+        "seed": spec.seed,
+        "versions": package_versions(),
+        "timings_s": result.timings,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": sorted(str(p.relative_to(out)) for p in files),
+        "notes": [
+            "pooled is a non-private counterfactual (a national database); it is not deployable",
+            "epsilon is per force for one sweep point; sweep points are separate hypothetical "
+            "studies, each with its own ledger namespace",
+        ],
+    }
+    files.append(write_json(out / "manifest.json", manifest))
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe form of a study id."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def study_window_days(spec: StudySpec, window: int) -> int:
+    """Days in the study window for a retention setting (for summaries)."""
+    start, end = world_io.window_for(spec.as_of, window)
+    return (end - start) // timedelta(days=1)

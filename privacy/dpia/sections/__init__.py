@@ -1,0 +1,1 @@
+"""The seven DPIA sections, one module per group of ICO steps."""

@@ -1,0 +1,57 @@
+"""Global-model checkpoints: one ``.npz`` per round plus ``final.npz``.
+
+Each file maps the agreed array names to the global arrays after that round; writes are
+atomic (temporary file, fsync, rename) so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+FINAL_NAME = "final.npz"
+
+
+def round_checkpoint_name(server_round: int) -> str:
+    """``round-0001.npz`` for round 1."""
+    return f"round-{int(server_round):04d}.npz"
+
+
+def arrays_of(record: ArrayRecord | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Name -> numpy array for an ``ArrayRecord`` or a mapping of arrays."""
+    if isinstance(record, ArrayRecord):
+        return {name: array.numpy() for name, array in record.items()}
+    return {name: np.asarray(value) for name, value in record.items()}
+
+
+def save_checkpoint(
+    directory: Path, name: str, arrays: ArrayRecord | Mapping[str, np.ndarray]
+) -> Path:
+    """Atomically write ``arrays`` to ``directory/name`` (an ``.npz``); returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays_of(arrays))
+    target = directory / name
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """Read a checkpoint back as name -> array (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}

@@ -1,0 +1,172 @@
+"""Everything the national server writes about a run, in one results folder.
+
+Layout of ``results-dir`` (all JSON written atomically, rewritten after every round so a
+failed or interrupted run still leaves what it did)::
+
+    status.json        status (running | completed | failed), rounds completed, error message,
+                       run id, settings, the egress contract's array names/shapes/dtypes
+    metrics.json       per round: aggregated train and evaluate metrics, per-node metrics,
+                       how many forces were sampled and how many replies were accepted
+    rejections.json    replies the egress guard refused: node id, round, kind, reason codes
+    failures.json      error replies (code only) and timeouts: node id, round, kind
+    ledger.json        each force's reported (epsilon, delta) per round (LedgerView)
+    checkpoints/       round-0001.npz ... and final.npz (or ``checkpoint-dir``)
+
+Nothing in here holds reply content beyond the allowlisted metrics and aggregated arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord
+
+from federation.contract import EgressContract
+from server_national.checkpoint import FINAL_NAME, round_checkpoint_name, save_checkpoint
+from server_national.egress_guard import Failure, Rejection
+from server_national.ledger_view import LedgerView
+
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.json"
+REJECTIONS_FILE = "rejections.json"
+FAILURES_FILE = "failures.json"
+LEDGER_FILE = "ledger.json"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=False, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunOutputs:
+    """Collects a run's records and writes them under ``results_dir``."""
+
+    def __init__(
+        self,
+        results_dir: Path,
+        checkpoint_dir: Path,
+        contract: EgressContract,
+        ledger: LedgerView,
+        run_id: int,
+        settings: dict[str, Any],
+    ) -> None:
+        self.results_dir = Path(results_dir)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.contract = contract
+        self.ledger = ledger
+        self.run_id = int(run_id)
+        self.settings = dict(settings)
+        self.rounds: dict[int, dict[str, Any]] = {}
+        self.rejections: list[Rejection] = []
+        self.failures: list[Failure] = []
+        self.status = "running"
+        self.error: str | None = None
+        self.rounds_completed = 0
+        self.started_at = time.time()
+        self.finished_at: float | None = None
+        self.final_checkpoint: Path | None = None
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.flush()
+
+    # ------------------------------------------------------------------ recording
+    def _round(self, server_round: int) -> dict[str, Any]:
+        return self.rounds.setdefault(
+            int(server_round), {"round": int(server_round), "train": None, "evaluate": None}
+        )
+
+    def record_phase(
+        self,
+        server_round: int,
+        kind: str,
+        *,
+        sampled: int,
+        per_node: dict[int, dict[str, float | int]],
+        aggregated: dict[str, float | int] | None,
+    ) -> None:
+        """Record one phase (``train``/``evaluate``) of a round."""
+        self._round(server_round)[kind] = {
+            "sampled": int(sampled),
+            "accepted": len(per_node),
+            "aggregated": aggregated,
+            "nodes": {str(node): metrics for node, metrics in sorted(per_node.items())},
+        }
+        self.flush()
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        """Record a guard rejection (persisted immediately)."""
+        self.rejections.append(rejection)
+        self.flush()
+
+    def record_failure(self, failure: Failure) -> None:
+        """Record an error reply or a timeout (persisted immediately)."""
+        self.failures.append(failure)
+        self.flush()
+
+    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> Path:
+        """Save the global arrays after ``server_round`` and count the round completed."""
+        path = save_checkpoint(self.checkpoint_dir, round_checkpoint_name(server_round), arrays)
+        self.rounds_completed = max(self.rounds_completed, int(server_round))
+        self._round(server_round)["checkpoint"] = str(path)
+        self.flush()
+        return path
+
+    def finish(self, arrays: ArrayRecord | None, error: BaseException | None = None) -> None:
+        """Mark the run completed (saving ``final.npz``) or failed (with the error message)."""
+        if arrays is not None and error is None:
+            self.final_checkpoint = save_checkpoint(self.checkpoint_dir, FINAL_NAME, arrays)
+        self.status = "failed" if error is not None else "completed"
+        self.error = f"{type(error).__name__}: {error}" if error is not None else None
+        self.finished_at = time.time()
+        self.flush()
+
+    # ------------------------------------------------------------------ writing
+    def status_json(self) -> dict[str, Any]:
+        """The ``status.json`` payload."""
+        return {
+            "status": self.status,
+            "error": self.error,
+            "run_id": self.run_id,
+            "rounds_completed": self.rounds_completed,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "final_checkpoint": str(self.final_checkpoint) if self.final_checkpoint else None,
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "settings": self.settings,
+            "contract": {
+                "arrays": [
+                    {"name": a.name, "shape": list(a.shape), "dtype": a.dtype}
+                    for a in self.contract.arrays
+                ],
+                "train_metrics": sorted(self.contract.train_metrics),
+                "evaluate_metrics": sorted(self.contract.evaluate_metrics),
+            },
+        }
+
+    def flush(self) -> None:
+        """Rewrite every output file."""
+        write_json_atomic(self.results_dir / STATUS_FILE, self.status_json())
+        write_json_atomic(
+            self.results_dir / METRICS_FILE,
+            {"rounds": [self.rounds[r] for r in sorted(self.rounds)]},
+        )
+        write_json_atomic(
+            self.results_dir / REJECTIONS_FILE, [r.to_json() for r in self.rejections]
+        )
+        write_json_atomic(self.results_dir / FAILURES_FILE, [f.to_json() for f in self.failures])
+        write_json_atomic(self.results_dir / LEDGER_FILE, self.ledger.to_json())

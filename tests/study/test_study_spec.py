@@ -1,0 +1,68 @@
+"""The study spec: defaults, TOML round trip, one-factor-at-a-time sweeps, clear errors."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from federation.study.spec import SpecError, default_spec, default_spec_text, load_spec
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_default_spec_is_the_documented_example() -> None:
+    spec = default_spec()
+    assert set(spec.designs) == {"local-only", "federated", "pooled"}
+    assert tomllib.loads(default_spec_text())["name"] == spec.name
+    assert spec.as_of > spec.world.end
+    assert all(math.isfinite(e) for e in spec.epsilons())
+
+
+def test_sweep_points_are_one_factor_at_a_time(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            """
+[dp]
+epsilon = 4.0
+epsilon_sweep = [1.0, 4.0, 8.0]
+[retention]
+max_age_days = 730
+sweep = [365, 730]
+""",
+        )
+    )
+    assert spec.sweep_points() == [(730, 1.0), (730, 4.0), (730, 8.0), (365, 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[world]\nvehicles = 'many'\n", "world.vehicles"),
+        ("[world]\nstart = 'yesterday'\n", "world.start"),
+        ("[training]\nstrategy = 'fedsgd'\n", "training.strategy"),
+        ("[dp]\nepsilon_sweep = [1.0, 'inf']\n", "dp.epsilon"),
+        ("[retention]\nmax_age = 3\n", "max_age"),
+        ("designs = ['central']\n", "designs"),
+        ("colour = 'red'\n", "colour"),
+    ],
+)
+def test_bad_specs_name_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, text))
+    assert field in str(err.value)
+    assert "study.toml" in str(err.value)
+
+
+def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such study spec"):
+        load_spec(tmp_path / "absent.toml")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(write(tmp_path, "[world\n"))
