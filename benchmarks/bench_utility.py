@@ -21,7 +21,8 @@ hash is a relabelling, and features never depend on identities.
 
 Usage::
 
-    python benchmarks/bench_utility.py --world runs/bench-world   # generates DEFAULT_WORLD if absent
+    # generates DEFAULT_WORLD into --world if it holds no world yet
+    python benchmarks/bench_utility.py --world runs/bench-world
     python benchmarks/bench_utility.py --force pooled --seeds 3
 """
 
@@ -85,7 +86,9 @@ def _read_force(world: Path, slug: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
-def load_data(world: Path, force: str, window_days: int, max_reads: int, test_fraction: float) -> Data:
+def load_data(
+    world: Path, force: str, window_days: int, max_reads: int, test_fraction: float
+) -> Data:
     """Build examples and window labels for one force or the pooled forces."""
     slugs = sorted(p.name for p in (world / "forces").iterdir()) if force == "pooled" else [force]
     parts = [_read_force(world, s) for s in slugs]
@@ -101,7 +104,8 @@ def load_data(world: Path, force: str, window_days: int, max_reads: int, test_fr
     labels = np.isin(examples.vehicles, list(offending)).astype(np.float32)
     train, test = split_examples(labels, test_fraction=test_fraction, seed=0)
     description = (
-        f"{'all forces pooled' if force == 'pooled' else force}: {len(examples)} vehicles with a read "
+        f"{'all forces pooled' if force == 'pooled' else force}: {len(examples)} vehicles "
+        "with a read "
         f"in the {window_days}-day window ending {end.date()}, {int(labels.sum())} offending "
         f"(prevalence {labels.mean():.4f}); {len(train)} train / {len(test)} held out "
         f"({int(labels[test].sum())} positives held out); {int(examples.n_reads.sum())} reads, "
@@ -122,8 +126,10 @@ def _dp_train(model, data: Data, epsilon: float, args, seed: int) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         ledger = PrivacyLedger.open(Path(tmp) / "ledger.json", epsilon_budget=epsilon)
-        training = TrainingConfig(learning_rate=args.dp_lr, seed=seed)
-        train_round(model, train, data.labels[data.train], dp, ledger, study_id="bench", training=training)
+        training = TrainingConfig(optimizer=args.dp_optimizer, learning_rate=args.dp_lr, seed=seed)
+        train_round(
+            model, train, data.labels[data.train], dp, ledger, study_id="bench", training=training
+        )
 
 
 def run_one(data: Data, design: str, epsilon: float, args, seed: int) -> dict[str, float]:
@@ -142,7 +148,11 @@ def run_one(data: Data, design: str, epsilon: float, args, seed: int) -> dict[st
         if math.isinf(epsilon):
             training = replace(NONPRIVATE_TRAINING, seed=seed)
             train_nonprivate(
-                model, data.examples.subset(data.train), data.labels[data.train], args.epochs, training
+                model,
+                data.examples.subset(data.train),
+                data.labels[data.train],
+                args.epochs,
+                training,
             )
         else:
             _dp_train(model, data, epsilon, args, seed)
@@ -164,13 +174,14 @@ def render(data: Data, results: dict, args, elapsed: float) -> str:
         "",
         f"Produced by `python benchmarks/bench_utility.py --force {args.force} "
         f"--window-days {args.window_days} --max-reads {args.max_reads} --seeds {args.seeds} "
-        f"--epsilons {','.join(eps_label[e] if not math.isinf(e) else 'inf' for e in args.epsilons)}` "
+        f"--clip {args.clip} --dp-optimizer {args.dp_optimizer} --dp-lr {args.dp_lr} "
+        f"--epsilons {','.join('inf' if math.isinf(e) else f'{e:g}' for e in args.epsilons)}` "
         f"on `{args.world.name}` ({elapsed / 60:.1f} min).",
         "",
         f"Data: {data.description}.",
         "",
         f"Trajectory model: hidden {args.hidden}; DP-SGD {args.dp_epochs} epochs, expected batch "
-        f"{args.batch}, clipping norm {args.clip}, SGD lr {args.dp_lr} momentum 0.9, one round, "
+        f"{args.batch}, clipping norm {args.clip}, {args.dp_optimizer} lr {args.dp_lr}, one round, "
         f"delta = 1/(10 x training vehicles); non-private: Adam, {args.epochs} epochs. Baseline: "
         "logistic regression on the summary features -- exact (Newton) fit when non-private, "
         "the same model trained with the same DP-SGD otherwise.",
@@ -190,7 +201,8 @@ def render(data: Data, results: dict, args, elapsed: float) -> str:
             return _fmt([r[key] for r in rows])
 
         def alerts(rows):
-            return f"{statistics.median([r['alerts_per_true_positive_at_target_prevalence'] for r in rows]):.0f}"
+            key = "alerts_per_true_positive_at_target_prevalence"
+            return f"{statistics.median([r[key] for r in rows]):.0f}"
 
         lines.append(
             f"| {eps_label[e]} | {col(m, 'pr_auc')} | {col(b, 'pr_auc')} | "
@@ -232,9 +244,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--dp-epochs", type=int, default=10)
-    parser.add_argument("--dp-lr", type=float, default=0.5)
+    parser.add_argument("--dp-optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--dp-lr", type=float, default=3e-3)
     parser.add_argument("--epochs", type=int, default=15, help="non-private epochs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -243,7 +256,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    data = load_data(ensure_world(args.world), args.force, args.window_days, args.max_reads, args.test_fraction)
+    data = load_data(
+        ensure_world(args.world), args.force, args.window_days, args.max_reads, args.test_fraction
+    )
     print(data.description, flush=True)
     results: dict = {}
     for e in args.epsilons:

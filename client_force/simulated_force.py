@@ -49,6 +49,10 @@ class SimulatedForce:
         self._store: ForceStore | None = None
 
     # ------------------------------------------------------------------ the store
+    def detached(self) -> SimulatedForce:
+        """A copy without the open store, to hand to a worker process (it reopens the store)."""
+        return SimulatedForce(self.name, self.store_dir, self.key_file)
+
     @property
     def node_store(self) -> NodeStore:
         """Where this force's Flower node finds its store (written to its node config)."""

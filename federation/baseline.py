@@ -40,7 +40,12 @@ class LogisticBaseline:
 
 
 def fit_logistic(
-    summary: np.ndarray, labels: np.ndarray, *, l2: float = 1.0, max_iter: int = 100, tol: float = 1e-8
+    summary: np.ndarray,
+    labels: np.ndarray,
+    *,
+    l2: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-8,
 ) -> LogisticBaseline:
     """Fit L2-penalised logistic regression (penalty ``l2/2 * |w|^2``, intercept unpenalised)."""
     x = np.asarray(summary, dtype=np.float64)
@@ -74,6 +79,6 @@ def train_baseline(
     eval_examples: ExampleSet | None = None,
     l2: float = 1.0,
 ) -> np.ndarray:
-    """Fit the baseline on ``examples`` and return scores for ``eval_examples`` (default: the same)."""
+    """Fit on ``examples``; return scores for ``eval_examples`` (default: ``examples``)."""
     model = fit_logistic(examples.summary, labels, l2=l2)
     return model.predict_scores(eval_examples if eval_examples is not None else examples)

@@ -83,7 +83,9 @@ class OperatingPoint:
         return self.fp / (self.fp + self.tn) if self.fp + self.tn else math.nan
 
 
-def operating_point_at_recall(labels: np.ndarray, scores: np.ndarray, recall: float) -> OperatingPoint:
+def operating_point_at_recall(
+    labels: np.ndarray, scores: np.ndarray, recall: float
+) -> OperatingPoint:
     """The highest threshold whose recall is at least ``recall`` (the fewest alerts that do).
 
     Raises ValueError if there is no positive.
@@ -114,7 +116,7 @@ def precision_at_recall(labels: np.ndarray, scores: np.ndarray, recall: float = 
 
 @dataclass(frozen=True)
 class BaseRateFigures:
-    """Alert burden at the threshold reaching ``recall``, at the sample's and a target prevalence."""
+    """Alert burden at the threshold reaching ``recall``, at sample and target prevalence."""
 
     recall: float
     threshold: float
@@ -176,7 +178,7 @@ def base_rate_figures(
 def evaluate_scores(
     labels: np.ndarray, scores: np.ndarray, *, target_prevalence: float = DEFAULT_TARGET_PREVALENCE
 ) -> dict[str, float]:
-    """The standard scalar report: PR-AUC, precision@recall 0.5, prevalence and base-rate figures."""
+    """Scalar report: PR-AUC, precision at recall 0.5, prevalence and base-rate figures."""
     y = np.asarray(labels, dtype=np.float64)
     out: dict[str, float] = {
         "examples": float(len(y)),

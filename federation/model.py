@@ -19,9 +19,10 @@ summary features:
 4. ``head``: Linear(2H + S, H) + ReLU + Linear(H, 1) -> one logit per vehicle.
 
 Why this and not a recurrent net: per-sample gradients (DP-SGD) for Linear layers are one
-batched matrix product each, while Opacus's DPGRU unrolls the recurrence in Python and
-measured 10-16x slower than a plain GRU. ``benchmarks/bench_dp_step.py`` measures the DP step
-against the non-private step of this model (``docs/benchmarks/dp-step.md``).
+batched matrix product each, while Opacus's DPGRU unrolls the recurrence in Python (its DP
+step measured about 5x a plain GRU's step, and over 10x this model's DP step).
+``benchmarks/bench_dp_step.py`` measures the DP step against the non-private step of this
+model (about 1.6x with ``hooks``; ``docs/benchmarks/dp-step.md``).
 
 What leaves a force is exactly ``get_weights(model)``: the float32 parameter arrays listed by
 ``weight_spec(config)``, in that order. Their shapes depend only on ``ModelConfig``; the
@@ -240,7 +241,9 @@ def predict_scores(model: nn.Module, examples: ExampleSet, batch_size: int = 102
     model.eval()
     out = []
     for i in range(0, len(examples), batch_size):
-        logits = model(seqs[i : i + batch_size], mask[i : i + batch_size], summary[i : i + batch_size])
+        logits = model(
+            seqs[i : i + batch_size], mask[i : i + batch_size], summary[i : i + batch_size]
+        )
         out.append(torch.sigmoid(logits).double().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)

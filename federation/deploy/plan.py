@@ -268,6 +268,15 @@ class DeploymentPlan:
                 "",
                 f"# == 3. force {force.name}, its own SuperNode host ==",
                 f"#    needs {self.client_ca_cert} and {force.private_key} (0600, never leaves)",
+            ]
+            if not force.key_file:
+                out.append(
+                    "#    the store's master secret: export ANPRFED_KEY_FILE or "
+                    "ANPRFED_PASSPHRASE for this SuperNode"
+                )
+            if force.flwr_home:
+                out.append(f"mkdir -p {shlex.quote(force.flwr_home)}")
+            out += [
                 _env_line(self.supernode_env(force)) + " \\",
                 "  " + _join(self.supernode_argv(force)),
             ]

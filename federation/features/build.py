@@ -30,7 +30,9 @@ DEFAULT_MAX_READS = 128
 DEFAULT_TIMEZONE = "Europe/London"
 
 
-def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
+def haversine_km(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
     """Great-circle distance in km between points given in radians."""
     a = (
         np.sin((lat2 - lat1) / 2.0) ** 2
@@ -137,7 +139,9 @@ def build_examples(
             n_reads=np.zeros(0, np.int64),
         )
     s = _Sorted(arrays)
-    window_days = max(1.0, (pd.Timestamp(window_end) - pd.Timestamp(window_start)) / pd.Timedelta(1, "D"))
+    window_days = max(
+        1.0, (pd.Timestamp(window_end) - pd.Timestamp(window_start)) / pd.Timedelta(1, "D")
+    )
     per_read, modal_flag = _read_features(s, register, timezone)
     summary = _summary_features(s, register, per_read, modal_flag, window_days)
     sequences, mask = _pack_sequences(s, per_read, max_reads)
@@ -167,7 +171,10 @@ def _read_features(
     gap_h = (s.t - s.prev(s.t)) / NS_PER_HOUR
     prev_c = s.prev(s.c)
     dist = haversine_km(
-        register.lat_rad[prev_c], register.lon_rad[prev_c], register.lat_rad[s.c], register.lon_rad[s.c]
+        register.lat_rad[prev_c],
+        register.lon_rad[prev_c],
+        register.lat_rad[s.c],
+        register.lon_rad[s.c],
     )
     dist[s.first] = 0.0
     speed = dist / np.maximum(gap_h, MIN_GAP_HOURS_FOR_SPEED)
@@ -270,9 +277,12 @@ def _summary_features(
         np.bincount(s.v[legs], weights=np.log1p(cols["_gap"][legs]), minlength=nv), n_legs
     )
     night = (hour >= NIGHT_HOURS[0]) | (hour < NIGHT_HOURS[1])
-    road = np.bincount(
-        s.v * len(ROAD_CLASSES) + register.road_class[s.c], minlength=nv * len(ROAD_CLASSES)
-    ).reshape(nv, len(ROAD_CLASSES)) / n[:, None]
+    road = (
+        np.bincount(
+            s.v * len(ROAD_CLASSES) + register.road_class[s.c], minlength=nv * len(ROAD_CLASSES)
+        ).reshape(nv, len(ROAD_CLASSES))
+        / n[:, None]
+    )
 
     feats = {
         "log_reads": np.log1p(n),

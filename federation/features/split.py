@@ -21,7 +21,7 @@ def split_examples(
     test_parts = []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        k = int(round(test_fraction * len(members)))
+        k = round(test_fraction * len(members))
         if len(members) >= 2:
             k = min(max(k, 1), len(members) - 1)
         test_parts.append(rng.permutation(members)[:k])

@@ -58,7 +58,7 @@ def make_toy_world(
     rng = np.random.default_rng(seed)
     cameras = make_cameras(n_cameras, rng)
     start = pd.Timestamp("2024-03-04", tz="UTC")
-    n_pos = int(round(prevalence * n_vehicles))
+    n_pos = round(prevalence * n_vehicles)
     vehicles = np.array([f"{i:032x}" for i in rng.permutation(1 << 24)[:n_vehicles]])
     label = np.zeros(n_vehicles, dtype=np.int64)
     label[rng.permutation(n_vehicles)[:n_pos]] = 1
@@ -76,7 +76,9 @@ def make_toy_world(
     day_grid = np.arange(days)
     weekday = (day_grid % 7) < 5
     for who, legs in ((commuter, ((0, 8.0), (1, 17.5))), (night_worker, ((0, 22.0), (1, 30.0)))):
-        cv, cd = np.nonzero(who[:, None] & weekday[None, :] & (rng.random((n_vehicles, days)) < 0.7))
+        cv, cd = np.nonzero(
+            who[:, None] & weekday[None, :] & (rng.random((n_vehicles, days)) < 0.7)
+        )
         for leg, base_hour in legs:
             hour = base_hour + rng.normal(0, 1.0, len(cv))
             parts.append((cv, cd * 24.0 + hour, home[cv, leg]))

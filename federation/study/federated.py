@@ -88,8 +88,10 @@ def run_federated(
     if not log.isEnabledFor(logging.INFO):
         # Flower logs every round at INFO through its own handler; the study shows a progress
         # bar instead. `anprfed -v study run` keeps Flower's log.
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        # Its only warning here is run_simulation's deprecation notice, printed every run.
+        logging.getLogger("flwr").setLevel(logging.ERROR)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -14,8 +14,11 @@ apps only by reference (``federation.study.references``), never by import.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -256,7 +259,7 @@ def _train_design(
 ) -> Any:
     """Train one design; returns one weight list (shared model) or one per force."""
     if design == "local-only":
-        return {node.name: node.train_local(settings, study_id) for node in nodes}
+        return _train_local_in_parallel(nodes, settings, study_id)
     if design == "federated":
         return run_federated(
             nodes, settings, study_id, progress, secure_aggregation=spec.training.secure_aggregation
@@ -265,6 +268,29 @@ def _train_design(
         force_cls = type(nodes[0])
         return force_cls.train_pooled(nodes, settings)
     raise StudyError(f"unknown design {design!r}")
+
+
+def _train_local(node: Any, settings: FlowerSettings, study_id: str) -> list[np.ndarray]:
+    """One force's local-only training, in a worker process (one torch thread each)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return node.train_local(settings, study_id)
+
+
+def _train_local_in_parallel(nodes: list[Any], settings: FlowerSettings,
+                             study_id: str) -> dict[str, list[np.ndarray]]:
+    """Local-only: every force trains alone, as many at once as there are cores.
+
+    Forces share nothing, so this is the honest parallelism of N independent forces; each
+    worker opens its own force's store.
+    """
+    workers = max(1, min(len(nodes), os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {node.name: pool.submit(_train_local, node.detached(), settings, study_id)
+                   for node in nodes}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _save_model(weights: list[np.ndarray], settings: FlowerSettings, folder: Path) -> Path:

@@ -37,7 +37,9 @@ def make_accountant(history: Iterable[Mechanism]) -> RDPAccountant:
 @lru_cache(maxsize=4096)
 def _unit_rdp(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step at each order (Opacus's analysis)."""
-    rdp = opacus_rdp.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders))
+    rdp = opacus_rdp.compute_rdp(
+        q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders)
+    )
     rdp = np.asarray(rdp, dtype=np.float64)
     rdp.setflags(write=False)
     return rdp
@@ -128,7 +130,11 @@ def calibrate_noise_multiplier(
     ``epsilon <= target_epsilon``.
     """
     return _calibrate(
-        float(target_epsilon), float(delta), float(sample_rate), int(steps), tuple(float(a) for a in orders)
+        float(target_epsilon),
+        float(delta),
+        float(sample_rate),
+        int(steps),
+        tuple(float(a) for a in orders),
     )
 
 

@@ -70,7 +70,9 @@ class DPConfig:
 
     def __post_init__(self) -> None:
         if not (self.target_epsilon > 0 and math.isfinite(self.target_epsilon)):
-            raise DPConfigError(f"target_epsilon must be positive and finite; got {self.target_epsilon}")
+            raise DPConfigError(
+                f"target_epsilon must be positive and finite; got {self.target_epsilon}"
+            )
         if not 0.0 < self.target_delta < 1.0:
             raise DPConfigError(f"target_delta must be in (0, 1); got {self.target_delta}")
         if not 0.0 < self.sample_rate <= 1.0:

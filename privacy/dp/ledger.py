@@ -47,7 +47,7 @@ class LedgerError(RuntimeError):
     """A ledger file that is missing, unreadable, tampered with, or used inconsistently."""
 
 
-class PrivacyBudgetExceeded(RuntimeError):
+class PrivacyBudgetExceeded(RuntimeError):  # noqa: N818 -- the name in the project contract
     """Training refused: the planned round would take the force past its epsilon budget."""
 
     def __init__(
@@ -58,9 +58,10 @@ class PrivacyBudgetExceeded(RuntimeError):
         self.budget = budget
         self.delta = delta
         super().__init__(
-            f"privacy budget exceeded: this force has spent epsilon={spent:.4f} (delta={delta:.3g}) "
-            f"of its budget epsilon={budget:.4f} over {rounds} recorded round(s); the planned "
-            f"round ({detail}) would bring it to epsilon={planned:.4f}. Training refused. The "
+            f"privacy budget exceeded: this force has spent epsilon={spent:.4f} "
+            f"(delta={delta:.3g}) of its budget epsilon={budget:.4f} over {rounds} recorded "
+            f"round(s); the planned round ({detail}) would bring it to epsilon={planned:.4f}. "
+            "Training refused. The "
             "budget covers every study and run on this force's data, and deleting data does not "
             "give budget back."
         )
@@ -115,8 +116,17 @@ def _entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     chained = {
         k: fields[k]
         for k in (
-            "seq", "study_id", "run_id", "round", "noise_multiplier", "sample_rate", "steps",
-            "max_grad_norm", "delta", "accountant", "orders",
+            "seq",
+            "study_id",
+            "run_id",
+            "round",
+            "noise_multiplier",
+            "sample_rate",
+            "steps",
+            "max_grad_norm",
+            "delta",
+            "accountant",
+            "orders",
         )
     }
     chained["orders"] = list(chained["orders"])
@@ -124,13 +134,20 @@ def _entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
 
+def _render(data: dict[str, Any]) -> str:
+    """JSON with one line per header field and one line per entry (readable, diffable)."""
+    header = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items() if k != "entries"]
+    entries = ",\n".join(f"  {json.dumps(e, separators=(',', ':'))}" for e in data["entries"])
+    body = "[\n" + entries + "\n ]" if entries else "[]"
+    return "{\n" + ",\n".join([*header, f' "entries": {body}']) + "\n}\n"
+
+
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
+            f.write(_render(data))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -179,7 +196,9 @@ class PrivacyLedger:
             if epsilon_budget is None:
                 raise LedgerError(f"{path}: no ledger here; give epsilon_budget to create one")
             if not (epsilon_budget > 0 and math.isfinite(epsilon_budget)):
-                raise LedgerError(f"epsilon_budget must be positive and finite; got {epsilon_budget}")
+                raise LedgerError(
+                    f"epsilon_budget must be positive and finite; got {epsilon_budget}"
+                )
             ledger = cls(path, float(epsilon_budget), [])
             ledger._write()
             return ledger
@@ -273,7 +292,9 @@ class PrivacyLedger:
         with self._locked(self.path):
             self.refresh()
             history = self.history()
-            planned, best = epsilon_for([*history, (noise_multiplier, sample_rate, steps)], delta, orders)
+            planned, best = epsilon_for(
+                [*history, (noise_multiplier, sample_rate, steps)], delta, orders
+            )
             if planned > self.epsilon_budget + BUDGET_TOLERANCE:
                 raise PrivacyBudgetExceeded(
                     spent=epsilon_for(history, delta, orders)[0],

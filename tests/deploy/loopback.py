@@ -210,8 +210,9 @@ class LoopbackDeployment:
             seen = self.activations()
             if all(seen.count(n) >= c for n, c in counts.items()):
                 return
+            waiting = {f"supernode-{f}" for f, n in self.node_ids.items() if n in counts}
             for name, started in self.processes.started.items():
-                if name.startswith("supernode-") and not started.alive():
+                if name in waiting and not started.alive():
                     raise RuntimeError(
                         f"{name} exited with {started.popen.returncode}:\n"
                         + started.log_path.read_text(errors="replace")[-3000:]

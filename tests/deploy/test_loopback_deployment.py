@@ -290,7 +290,14 @@ def _scan_national_side(dep: LoopbackDeployment, cw: CanaryWorld, world: FlowerW
     assert scan_for([national], _keyed_needles(world, cw.canaries)) == []
     raw_camera = re.compile(rb"FORCE\d-CAM-\d{3}")
     assert not [p for p in files if raw_camera.search(p.read_bytes())]
-    # Positive control: the same scanner finds the canary cameras in a force's own register.
+    # Positive controls. Message contents pass through the SuperLink's database files in
+    # clear (the final global model sent for the last evaluation is still in their bytes), so
+    # a canary in any message would have been found; and the same scanner finds the canary
+    # cameras in a force's own register.
+    final = load_checkpoint(dep.state_dir / "results" / "federated" / "checkpoints" / "final.npz")
+    biggest = max(final.values(), key=lambda a: a.size).astype("<f4").tobytes()[:64]
+    database = b"".join(p.read_bytes() for p in dep.state_dir.glob("superlink.db*"))
+    assert biggest in database, "the SuperLink database does not hold message bytes in clear"
     control = scan_for([cw.exports["force0"] / "cameras.csv"], cw.canaries["force0"])
     assert {h.needle for h in control} == set(cw.canaries["force0"][-2:])
     return sum(p.stat().st_size for p in files)

@@ -20,17 +20,29 @@ from privacy.dp.ledger import PrivacyBudgetExceeded, PrivacyLedger
 def main() -> int:
     ledger_path, study_id, rounds, target, budget = sys.argv[1:6]
     world = make_toy_world(n_vehicles=300, n_cameras=20, days=14, seed=11)
-    ex = build_examples(world.reads, world.cameras, world.window_start, world.window_end, max_reads=24)
+    ex = build_examples(
+        world.reads, world.cameras, world.window_start, world.window_end, max_reads=24
+    )
     y = align_labels(ex.vehicles, world.labels)
     dp = DPConfig.plan(
-        n_vehicles=len(ex), target_epsilon=float(target), expected_batch_size=60, total_rounds=int(rounds)
+        n_vehicles=len(ex),
+        target_epsilon=float(target),
+        expected_batch_size=60,
+        total_rounds=int(rounds),
     )
     ledger = PrivacyLedger.open(ledger_path, epsilon_budget=float(budget))
     model = TrajectoryModel(ModelConfig(hidden=8))
     for r in range(1, int(rounds) + 1):
         try:
             result = train_round(
-                model, ex, y, dp, ledger, round_id=r, study_id=study_id, run_id=f"pid-{study_id}",
+                model,
+                ex,
+                y,
+                dp,
+                ledger,
+                round_id=r,
+                study_id=study_id,
+                run_id=f"pid-{study_id}",
                 training=TrainingConfig(seed=r),
             )
         except PrivacyBudgetExceeded as exc:

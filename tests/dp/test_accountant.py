@@ -14,7 +14,9 @@ HISTORY = [(1.1, 0.01, 100), (0.9, 1 / 93, 930), (2.5, 0.05, 40)]
 def test_epsilon_equals_opacus_rdp_accountant():
     for delta in (1e-5, 1e-7):
         ours = epsilon_for(HISTORY, delta)
-        theirs = make_accountant(HISTORY).get_privacy_spent(delta=delta, alphas=list(DEFAULT_ORDERS))
+        theirs = make_accountant(HISTORY).get_privacy_spent(
+            delta=delta, alphas=list(DEFAULT_ORDERS)
+        )
         assert ours == pytest.approx(theirs, rel=1e-12)
 
 

@@ -17,7 +17,9 @@ def test_delta_cap_is_one_over_ten_times_vehicles():
 
 
 def test_plan_derives_sample_rate_steps_and_default_delta():
-    dp = DPConfig.plan(n_vehicles=9300, target_epsilon=2.0, expected_batch_size=100, total_rounds=3, local_epochs=2)
+    dp = DPConfig.plan(
+        n_vehicles=9300, target_epsilon=2.0, expected_batch_size=100, total_rounds=3, local_epochs=2
+    )
     assert dp.steps_per_epoch == 93
     assert dp.sample_rate == 1 / 93
     assert dp.steps_per_round == 186 and dp.planned_steps == 558

@@ -8,7 +8,8 @@ import pytest
 
 from privacy.dp.accountant import epsilon_for
 from privacy.dp.config import DEFAULT_ORDERS
-from privacy.dp.crosscheck import crosscheck_ledger, main as crosscheck_main
+from privacy.dp.crosscheck import crosscheck_ledger
+from privacy.dp.crosscheck import main as crosscheck_main
 from privacy.dp.ledger import (
     LedgerError,
     PrivacyBudgetExceeded,
@@ -20,7 +21,9 @@ MECH = {"noise_multiplier": 1.2, "sample_rate": 0.02, "steps": 100, "max_grad_no
 
 
 def _reserve(ledger, round_id, delta=1e-5, **kw):
-    return ledger.reserve(**{**MECH, **kw}, delta=delta, study_id="s1", round_id=round_id, examples=5000)
+    return ledger.reserve(
+        **{**MECH, **kw}, delta=delta, study_id="s1", round_id=round_id, examples=5000
+    )
 
 
 def test_ledger_records_every_mechanism_beside_the_epsilon(tmp_path):
@@ -33,7 +36,15 @@ def test_ledger_records_every_mechanism_beside_the_epsilon(tmp_path):
     data = json.loads(path.read_text())
     assert data["epsilon_budget"] == 10.0 and data["unit_of_privacy"] == "vehicle"
     e0, e1 = data["entries"]
-    for key in ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta", "orders", "accountant"):
+    for key in (
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "max_grad_norm",
+        "delta",
+        "orders",
+        "accountant",
+    ):
         assert key in e0
     assert (e0["status"], e1["status"]) == ("completed", "reserved")
     assert e0["accountant"] == "rdp" and tuple(e0["orders"]) == DEFAULT_ORDERS
@@ -57,7 +68,9 @@ def test_refuses_past_budget_with_the_spend_so_far(tmp_path):
     assert f"epsilon={exc.spent:.4f}" in message and "budget epsilon=1.5000" in message
     assert "Training refused" in message and "deleting data does not give budget back" in message
     # nothing was recorded by the refused call
-    assert PrivacyLedger.open(tmp_path / "ledger.json").epsilon_spent(1e-5) == pytest.approx(exc.spent)
+    assert PrivacyLedger.open(tmp_path / "ledger.json").epsilon_spent(1e-5) == pytest.approx(
+        exc.spent
+    )
 
 
 def test_budget_is_set_once(tmp_path):

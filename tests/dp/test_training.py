@@ -36,19 +36,26 @@ def world():
 
 @pytest.fixture(scope="module")
 def examples(world):
-    ex = build_examples(world.reads, world.cameras, world.window_start, world.window_end, max_reads=24)
+    ex = build_examples(
+        world.reads, world.cameras, world.window_start, world.window_end, max_reads=24
+    )
     return ex, align_labels(ex.vehicles, world.labels)
 
 
 def _dp(n: int, target: float = 4.0, rounds: int = 2, **kw) -> DPConfig:
-    return DPConfig.plan(n_vehicles=n, target_epsilon=target, expected_batch_size=60, total_rounds=rounds, **kw)
+    return DPConfig.plan(
+        n_vehicles=n, target_epsilon=target, expected_batch_size=60, total_rounds=rounds, **kw
+    )
 
 
 def _run_subprocess(ledger: Path, study: str, rounds: int, target: float, budget: float):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run(
         [sys.executable, str(SCRIPT), str(ledger), study, str(rounds), str(target), str(budget)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -68,8 +75,17 @@ def test_rounds_compose_across_rounds_and_separate_processes(tmp_path, examples)
     dp = _dp(len(ex), target=3.0)
     model = TrajectoryModel(ModelConfig(hidden=8))
     before = get_weights(model)
-    result = train_round(model, ex, y, dp, ledger, round_id=1, study_id="study-a", run_id="second",
-                         training=TrainingConfig(seed=5))
+    result = train_round(
+        model,
+        ex,
+        y,
+        dp,
+        ledger,
+        round_id=1,
+        study_id="study-a",
+        run_id="second",
+        training=TrainingConfig(seed=5),
+    )
     assert result.epsilon_spent > rows[1]["epsilon"]
     assert result.steps == dp.steps_per_round and result.examples == len(ex)
     assert any(not np.array_equal(a, b) for a, b in zip(before, get_weights(model), strict=True))
@@ -86,7 +102,9 @@ def test_refuses_to_train_past_the_budget(tmp_path, examples):
     dp = _dp(len(ex), target=2.0, rounds=2)
     model = TrajectoryModel(ModelConfig(hidden=8))
     for r in (1, 2):
-        train_round(model, ex, y, dp, ledger, round_id=r, study_id="s", training=TrainingConfig(seed=r))
+        train_round(
+            model, ex, y, dp, ledger, round_id=r, study_id="s", training=TrainingConfig(seed=r)
+        )
     spent = ledger.epsilon_spent(dp.target_delta)
     assert spent <= 2.0
     weights = get_weights(model)
@@ -114,7 +132,9 @@ def test_deleting_data_never_gives_budget_back(tmp_path, world, examples):
     ledger = PrivacyLedger.open(path, epsilon_budget=10.0)
     model = TrajectoryModel(ModelConfig(hidden=8))
     dp = _dp(len(ex), target=2.0)
-    first = train_round(model, ex, y, dp, ledger, round_id=1, study_id="s", training=TrainingConfig(seed=1))
+    first = train_round(
+        model, ex, y, dp, ledger, round_id=1, study_id="s", training=TrainingConfig(seed=1)
+    )
     # Purge: drop the first week of reads and every vehicle's examples built from them.
     cutoff = world.window_start + (world.window_end - world.window_start) / 2
     kept = world.reads[world.reads["read_at"] >= cutoff]
@@ -127,8 +147,16 @@ def test_deleting_data_never_gives_budget_back(tmp_path, world, examples):
     dp_small = DPConfig(
         target_epsilon=2.0, target_delta=dp.target_delta, sample_rate=dp.sample_rate, total_rounds=2
     )
-    second = train_round(model, smaller, y_small, dp_small, reopened, round_id=2, study_id="s",
-                         training=TrainingConfig(seed=2))
+    second = train_round(
+        model,
+        smaller,
+        y_small,
+        dp_small,
+        reopened,
+        round_id=2,
+        study_id="s",
+        training=TrainingConfig(seed=2),
+    )
     assert second.epsilon_spent > first.epsilon_spent
 
 
@@ -141,7 +169,9 @@ def test_a_crashed_round_still_counts(tmp_path, examples, monkeypatch):
 
     monkeypatch.setattr(training_module, "run_dp_sgd", crash)
     with pytest.raises(RuntimeError, match="power cut"):
-        train_round(TrajectoryModel(ModelConfig(hidden=8)), ex, y, _dp(len(ex)), ledger, study_id="s")
+        train_round(
+            TrajectoryModel(ModelConfig(hidden=8)), ex, y, _dp(len(ex)), ledger, study_id="s"
+        )
     reopened = PrivacyLedger.open(tmp_path / "ledger.json")
     assert [e.status for e in reopened.entries] == ["reserved"]
     assert reopened.epsilon_spent(_dp(len(ex)).target_delta) > 0
@@ -150,15 +180,23 @@ def test_a_crashed_round_still_counts(tmp_path, examples, monkeypatch):
 def test_dp_training_learns_the_planted_pattern(tmp_path):
     torch.manual_seed(0)
     world = make_toy_world(n_vehicles=900, n_cameras=30, days=21, prevalence=0.1, seed=21)
-    ex = build_examples(world.reads, world.cameras, world.window_start, world.window_end, max_reads=32)
+    ex = build_examples(
+        world.reads, world.cameras, world.window_start, world.window_end, max_reads=32
+    )
     y = align_labels(ex.vehicles, world.labels)
     train, test = split_examples(y, test_fraction=0.3, seed=0)
-    dp = DPConfig.plan(n_vehicles=len(train), target_epsilon=8.0, expected_batch_size=128,
-                       total_rounds=1, local_epochs=10)
+    dp = DPConfig.plan(
+        n_vehicles=len(train),
+        target_epsilon=8.0,
+        expected_batch_size=128,
+        total_rounds=1,
+        local_epochs=10,
+    )
     ledger = PrivacyLedger.open(tmp_path / "ledger.json", epsilon_budget=8.0)
     model = TrajectoryModel(ModelConfig(hidden=16))
-    result = train_round(model, ex.subset(train), y[train], dp, ledger, study_id="s",
-                         training=TrainingConfig(seed=0))
+    result = train_round(
+        model, ex.subset(train), y[train], dp, ledger, study_id="s", training=TrainingConfig(seed=0)
+    )
     assert result.epsilon_spent <= 8.0
     metrics = evaluate_local(model, ex.subset(test), y[test])
     assert metrics["prevalence"] == pytest.approx(0.1, abs=0.01)

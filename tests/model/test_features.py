@@ -76,7 +76,9 @@ def test_features_change_when_camera_distances_change(world):
     stretched = world.cameras.copy()
     stretched["lat"] = 53.48 + (stretched["lat"] - 53.48) * 2.0
     other = _build(world, cameras=stretched)
-    assert not np.allclose(base.sequences[..., R("log_dist_km")], other.sequences[..., R("log_dist_km")])
+    assert not np.allclose(
+        base.sequences[..., R("log_dist_km")], other.sequences[..., R("log_dist_km")]
+    )
 
 
 def test_camera_identity_does_not_enter(world):
@@ -91,8 +93,12 @@ def test_camera_identity_does_not_enter(world):
 def test_shapes_do_not_depend_on_the_number_of_cameras():
     small = make_toy_world(n_vehicles=60, n_cameras=5, seed=1)
     large = make_toy_world(n_vehicles=60, n_cameras=300, seed=1)
-    a = build_examples(small.reads, small.cameras, small.window_start, small.window_end, max_reads=32)
-    b = build_examples(large.reads, large.cameras, large.window_start, large.window_end, max_reads=32)
+    a = build_examples(
+        small.reads, small.cameras, small.window_start, small.window_end, max_reads=32
+    )
+    b = build_examples(
+        large.reads, large.cameras, large.window_start, large.window_end, max_reads=32
+    )
     assert a.sequences.shape[1:] == b.sequences.shape[1:] == (32, len(READ_FEATURES))
     assert a.summary.shape[1] == b.summary.shape[1] == len(SUMMARY_FEATURES)
 
@@ -133,7 +139,9 @@ def test_hand_computed_features():
     va = ex.sequences[0]
     km01 = haversine_km(*np.radians([53.0, -2.0, 53.0, -1.0]))
     assert 60 < km01 < 70  # one degree of longitude at 53N
-    np.testing.assert_allclose(va[:4, R("log_gap_hours")], np.log1p([0, 0.5, 23.5, 24 + 10 / 60]), rtol=1e-6)
+    np.testing.assert_allclose(
+        va[:4, R("log_gap_hours")], np.log1p([0, 0.5, 23.5, 24 + 10 / 60]), rtol=1e-6
+    )
     np.testing.assert_allclose(va[:4, R("log_dist_km")], np.log1p([0, km01, km01, 0]), rtol=1e-6)
     np.testing.assert_allclose(va[1, R("log_speed_kmh")], np.log1p(km01 / 0.5), rtol=1e-6)
     assert va[:4, R("is_first")].tolist() == [1, 0, 0, 0]
@@ -149,7 +157,9 @@ def test_hand_computed_features():
     sa = ex.summary[0]
     np.testing.assert_allclose(sa[S("top1_camera_share")], 0.75)
     np.testing.assert_allclose(sa[S("top3_camera_share")], 1.0)
-    np.testing.assert_allclose(sa[S("camera_entropy")], -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), rtol=1e-6)
+    np.testing.assert_allclose(
+        sa[S("camera_entropy")], -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), rtol=1e-6
+    )
     np.testing.assert_allclose(sa[S("log_active_days")], np.log1p(3))
     # modal hour 08: days 1 and 2 have 08:00/08:30, day 3 has 08:10 -> all three days regular
     np.testing.assert_allclose(sa[S("daily_periodicity")], 1.0)
@@ -170,9 +180,13 @@ def test_cap_keeps_the_most_recent_reads_in_order():
 def test_local_timezone_shifts_time_of_day():
     reads, cams, start, end = _hand_world()
     summer = reads.assign(read_at=reads["read_at"] + pd.Timedelta(days=182))
-    ex = build_examples(summer, cams, start + pd.Timedelta(days=182), end + pd.Timedelta(days=182), max_reads=8)
+    ex = build_examples(
+        summer, cams, start + pd.Timedelta(days=182), end + pd.Timedelta(days=182), max_reads=8
+    )
     # 08:00 UTC on 1 July is 09:00 in London (BST)
-    np.testing.assert_allclose(ex.sequences[0, 0, R("tod_sin")], np.sin(2 * np.pi * 9 / 24), atol=1e-6)
+    np.testing.assert_allclose(
+        ex.sequences[0, 0, R("tod_sin")], np.sin(2 * np.pi * 9 / 24), atol=1e-6
+    )
 
 
 def test_a_read_at_an_unregistered_camera_is_an_error_without_the_token():
@@ -201,7 +215,9 @@ def test_pyarrow_input_matches_pandas(world):
     import pyarrow as pa
 
     a = _build(world)
-    b = _build(world, reads=pa.Table.from_pandas(world.reads), cameras=pa.Table.from_pandas(world.cameras))
+    b = _build(
+        world, reads=pa.Table.from_pandas(world.reads), cameras=pa.Table.from_pandas(world.cameras)
+    )
     _assert_same_features(a, b)
 
 

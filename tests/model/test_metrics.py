@@ -98,7 +98,9 @@ def test_precision_at_prevalence_reweights_exactly():
 
 def test_evaluate_scores_reports_prevalence_and_rejects_bad_input():
     out = evaluate_scores([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3])
-    assert out["prevalence"] == 0.25 and out["pr_auc"] == 1.0 and out["precision_at_recall_0_5"] == 1.0
+    assert (
+        out["prevalence"] == 0.25 and out["pr_auc"] == 1.0 and out["precision_at_recall_0_5"] == 1.0
+    )
     with pytest.raises(ValueError, match="0/1"):
         pr_auc([2, 0], [0.1, 0.2])
     with pytest.raises(ValueError, match="length"):

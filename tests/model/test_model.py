@@ -34,13 +34,17 @@ def test_no_parameter_shape_depends_on_cameras_vehicles_or_reads():
     large = _examples(n_cameras=400, max_reads=96, seed=2)
     specs = []
     for ex in (small, large):
-        config = ModelConfig(n_read_features=ex.n_read_features, n_summary_features=ex.n_summary_features)
+        config = ModelConfig(
+            n_read_features=ex.n_read_features, n_summary_features=ex.n_summary_features
+        )
         model = TrajectoryModel(config)
         logits = model(*example_tensors(ex))
         assert logits.shape == (len(ex),)
         specs.append(weight_spec(config))
-        assert [(n, tuple(a.shape), str(a.dtype)) for n, a in zip(
-            [s[0] for s in specs[-1]], get_weights(model), strict=True)] == specs[-1]
+        assert [
+            (n, tuple(a.shape), str(a.dtype))
+            for n, a in zip([s[0] for s in specs[-1]], get_weights(model), strict=True)
+        ] == specs[-1]
     assert specs[0] == specs[1]
     assert all(dtype == "float32" for _, _, dtype in specs[0])
 
@@ -95,7 +99,9 @@ def test_temporal_conv_is_a_same_padded_conv1d():
         conv.bias.copy_(layer.window.bias)
     h = torch.randn(3, 11, 6)
     np.testing.assert_allclose(
-        layer(h).detach().numpy(), conv(h.transpose(1, 2)).transpose(1, 2).detach().numpy(), atol=1e-5
+        layer(h).detach().numpy(),
+        conv(h.transpose(1, 2)).transpose(1, 2).detach().numpy(),
+        atol=1e-5,
     )
 
 
@@ -121,9 +127,39 @@ def test_the_sequence_model_learns_a_planted_pattern_from_reads_alone():
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
         optimizer.zero_grad()
-        nn.functional.binary_cross_entropy_with_logits(model(seqs, mask, summary), target).backward()
+        nn.functional.binary_cross_entropy_with_logits(
+            model(seqs, mask, summary), target
+        ).backward()
         optimizer.step()
     trained = pr_auc(y[test], predict_scores(model, ex.subset(test)))
     prevalence = y[test].mean()
     assert trained > 0.85 > 3 * prevalence
     assert trained > untrained + 0.2
+
+
+def test_reference_scaling_covers_every_feature_and_is_not_a_weight():
+    from federation.features import READ_FEATURES, SUMMARY_FEATURES
+    from federation.features.scaling import read_scaling, summary_scaling
+
+    (rc, rs), (sc, ss) = read_scaling(), summary_scaling()
+    assert rc.shape == rs.shape == (len(READ_FEATURES),)
+    assert sc.shape == ss.shape == (len(SUMMARY_FEATURES),)
+    assert (rs >= 0.1).all() and (ss >= 0.1).all()
+    names = [n for n, _, _ in weight_spec(ModelConfig())]
+    assert names == [n for n, _ in TrajectoryModel(ModelConfig()).named_parameters()]
+    assert not list(TrajectoryModel(ModelConfig()).buffers())
+    # standardisation changes the output, so it is really applied
+    ex = _examples(n_cameras=10, max_reads=16)
+    torch.manual_seed(0)
+    a = TrajectoryModel(ModelConfig(hidden=8))
+    b = TrajectoryModel(ModelConfig(hidden=8, standardise=False))
+    set_weights(b, get_weights(a))
+    assert not np.allclose(predict_scores(a, ex), predict_scores(b, ex))
+
+
+def test_output_starts_at_the_prior_prevalence():
+    model = TrajectoryModel(ModelConfig(hidden=8, prior_prevalence=0.02))
+    assert torch.sigmoid(model.head_out.bias).item() == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="feature counts"):
+        ModelConfig(n_read_features=5)
+    assert TrajectoryModel(ModelConfig(n_read_features=5, standardise=False, hidden=4))
