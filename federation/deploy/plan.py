@@ -43,6 +43,8 @@ DATABASE_NAME = "superlink.db"
 LOG_NAME = "superlink.log"
 SUPERLINK_HOME_NAME = "flwr-home"
 
+OPERATOR_HOME = 'FLWR_HOME="$HOME/.flwr-anprfed"'
+"""The operator's ``FLWR_HOME`` in the rendered plan (holds only this deployment's connection)."""
 _CONNECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 BASE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
@@ -256,8 +258,9 @@ class DeploymentPlan:
             "# == 2. national unit, operator CLI: the connection, one registration per force ==",
             "#    check each .pub fingerprint with the force over a second channel first:",
             "#    ssh-keygen -lf <force>.pub",
-            'mkdir -p "${FLWR_HOME:-$HOME/.flwr}"',
-            "cat > \"${FLWR_HOME:-$HOME/.flwr}/config.toml\" <<'EOF'",
+            f"export {OPERATOR_HOME}   # a Flower config of its own: ~/.flwr stays untouched",
+            'mkdir -p "$FLWR_HOME"',
+            "cat > \"$FLWR_HOME/config.toml\" <<'EOF'",
             self.flwr_config_toml().rstrip("\n"),
             "EOF",
         ]
@@ -283,6 +286,7 @@ class DeploymentPlan:
         out += [
             "",
             "# == 4. national unit, operator CLI, in the Flower App folder (this repository) ==",
+            f"export {OPERATOR_HOME}",
             _join(self.run_argv()),
             "",
         ]

@@ -95,7 +95,10 @@ def run_federated(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
+        # Joining an existing Ray cluster (RAY_ADDRESS) takes its resources as they are.
+        "init_args": {}
+        if os.environ.get("RAY_ADDRESS")
+        else {
             "num_cpus": max(1, min(len(nodes), os.cpu_count() or 1)),
             "include_dashboard": False,
             "log_to_driver": False,
