@@ -178,8 +178,8 @@ def render(result: dict[str, float], args: argparse.Namespace) -> str:
         f"threads, {platform.machine()}. Median of {args.reps} steps per variant, variants "
         "interleaved round-robin in one process after warm-up, so load from other processes "
         "falls on all of them alike. Load average (1 min) over the run: "
-        f"{args.load_before:.1f} before, {args.load_after:.1f} after -- absolute times are "
-        "inflated by other processes on a loaded machine; the ratios are the result.",
+        f"{args.load_before:.1f} before, {args.load_after:.1f} after (2 cores) -- absolute times "
+        "depend on that background load; the ratios are the result.",
         "",
         "| variant | median step (ms) | ratio |",
         "| --- | ---: | ---: |",

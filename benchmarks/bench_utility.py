@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -209,28 +210,38 @@ def render(data: Data, results: dict, args, elapsed: float) -> str:
             f"{col(m, 'precision_at_recall_0_5')} | {col(b, 'precision_at_recall_0_5')} | "
             f"{alerts(m)} | {alerts(b)} |"
         )
-    lines += ["", verdict(results, args.epsilons), ""]
+    prevalence = float(data.labels[data.test].mean())
+    lines += ["", verdict(results, args.epsilons, prevalence), ""]
     return "\n".join(lines)
 
 
-def verdict(results: dict, epsilons: list[float]) -> str:
-    """One honest sentence per epsilon on whether the model beats the baseline."""
-    wins, losses = [], []
+def verdict(results: dict, epsilons: list[float], prevalence: float) -> str:
+    """Honest sentences on whether the model beats the baseline, epsilon by epsilon.
+
+    A mean difference smaller than the larger of the two seed standard deviations is called
+    indistinguishable, and a PR-AUC below three times the held-out prevalence near chance.
+    """
+    lines = []
     for e in epsilons:
-        m = statistics.mean(r["pr_auc"] for r in results[("model", e)])
-        b = statistics.mean(r["pr_auc"] for r in results[("baseline", e)])
-        (wins if m > b else losses).append("non-private" if math.isinf(e) else f"epsilon {e:g}")
-    if not losses:
-        return "**Verdict:** the learned model beats the baseline on mean PR-AUC at every epsilon."
-    if not wins:
-        return (
-            "**Verdict:** the learned model does NOT beat the logistic baseline on mean PR-AUC "
-            "at any epsilon on this world."
-        )
-    return (
-        f"**Verdict:** the learned model beats the baseline on mean PR-AUC at {', '.join(wins)}, "
-        f"and does NOT at {', '.join(losses)}."
-    )
+        name = "non-private" if math.isinf(e) else f"epsilon {e:g}"
+        m = [r["pr_auc"] for r in results[("model", e)]]
+        b = [r["pr_auc"] for r in results[("baseline", e)]]
+        spread = max(_sd(m), _sd(b))
+        mm, bm = statistics.mean(m), statistics.mean(b)
+        if max(mm, bm) < 3 * prevalence:
+            text = f"both near chance (PR-AUC under 3x the prevalence {prevalence:.4f})"
+        elif abs(mm - bm) <= spread:
+            text = "indistinguishable (difference within one seed standard deviation)"
+        elif mm > bm:
+            text = f"the learned model beats the baseline ({mm:.3f} vs {bm:.3f})"
+        else:
+            text = f"the learned model does NOT beat the baseline ({mm:.3f} vs {bm:.3f})"
+        lines.append(f"- {name}: {text}.")
+    return "**Verdict** (mean held-out PR-AUC over seeds):\n\n" + "\n".join(lines)
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def main() -> None:
@@ -274,6 +285,8 @@ def main() -> None:
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
+    raw = {f"{design}@{e:g}": rows for (design, e), rows in results.items()}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
 
 
 if __name__ == "__main__":

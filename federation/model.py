@@ -20,9 +20,9 @@ summary features:
 
 Why this and not a recurrent net: per-sample gradients (DP-SGD) for Linear layers are one
 batched matrix product each, while Opacus's DPGRU unrolls the recurrence in Python (its DP
-step measured about 5x a plain GRU's step, and over 10x this model's DP step).
+step measured about 5x a plain GRU's step, and about 6x this model's DP step).
 ``benchmarks/bench_dp_step.py`` measures the DP step against the non-private step of this
-model (about 1.6x with ``hooks``; ``docs/benchmarks/dp-step.md``).
+model (about 1.3-1.6x with ``hooks``; ``docs/benchmarks/dp-step.md``).
 
 What leaves a force is exactly ``get_weights(model)``: the float32 parameter arrays listed by
 ``weight_spec(config)``, in that order. Their shapes depend only on ``ModelConfig``; the
