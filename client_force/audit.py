@@ -46,7 +46,7 @@ from torch import nn
 from client_force.dp_trainer import make_generator, run_dp_sgd
 from client_force.force_dataset import ForceDataset, load_force_dataset
 from client_force.training import TrainingConfig, _dataset, train_nonprivate
-from federation.features import ExampleSet
+from federation.features import ExampleSet, concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, example_tensors, set_weights, weight_spec
 from privacy.audit import (
@@ -208,17 +208,6 @@ def predict_logits(model: nn.Module, examples: ExampleSet, batch_size: int = 102
     ]
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def concat_examples(parts: list[ExampleSet]) -> ExampleSet:
-    """Examples of several sets, in order (same sequence length and features)."""
-    return ExampleSet(
-        sequences=np.concatenate([p.sequences for p in parts]),
-        mask=np.concatenate([p.mask for p in parts]),
-        summary=np.concatenate([p.summary for p in parts]),
-        vehicles=np.concatenate([p.vehicles for p in parts]),
-        n_reads=np.concatenate([p.n_reads for p in parts]),
-    )
 
 
 @dataclass

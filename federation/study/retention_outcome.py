@@ -13,7 +13,7 @@ output holds counts only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 
@@ -97,8 +97,3 @@ def retention_outcome(
         )
         rows.append(_counts(ALL_FORCES, pooled, window_days))
     return rows
-
-
-def study_window(as_of: date, window_days: int) -> tuple[date, date]:
-    """The first and last UTC day whose reads a store may hold as of ``as_of``."""
-    return as_of - timedelta(days=window_days), as_of - timedelta(days=1)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +278,9 @@ def _train_local(node: Any, settings: FlowerSettings, study_id: str) -> list[np.
     return node.train_local(settings, study_id)
 
 
-def _train_local_in_parallel(nodes: list[Any], settings: FlowerSettings,
-                             study_id: str) -> dict[str, list[np.ndarray]]:
+def _train_local_in_parallel(
+    nodes: list[Any], settings: FlowerSettings, study_id: str
+) -> dict[str, list[np.ndarray]]:
     """Local-only: every force trains alone, as many at once as there are cores.
 
     Forces share nothing, so this is the honest parallelism of N independent forces; each
@@ -288,8 +289,10 @@ def _train_local_in_parallel(nodes: list[Any], settings: FlowerSettings,
     workers = max(1, min(len(nodes), os.cpu_count() or 1))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {node.name: pool.submit(_train_local, node.detached(), settings, study_id)
-                   for node in nodes}
+        futures = {
+            node.name: pool.submit(_train_local, node.detached(), settings, study_id)
+            for node in nodes
+        }
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -352,9 +355,3 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
 def _slug(text: str) -> str:
     """A file-name-safe form of a study id."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def study_window_days(spec: StudySpec, window: int) -> int:
-    """Days in the study window for a retention setting (for summaries)."""
-    start, end = world_io.window_for(spec.as_of, window)
-    return (end - start) // timedelta(days=1)

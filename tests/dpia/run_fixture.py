@@ -34,12 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 
 from flower_world import LABEL_AS_OF, WINDOW_DAYS, WINDOW_START, FlowerWorld, build_force
 
-from client_force.audit import concat_examples
-from client_force.flower_round import ledger_path_for, local_train
+from client_force.flower_round import local_train
 from client_force.force_dataset import load_force_dataset
 from client_force.node_settings import NodeStore
+from client_force.simulated_force import SimulatedForce
 from client_force.training import TrainingConfig, train_nonprivate
 from federation.contract import EgressContract
+from federation.features import concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, get_weights, predict_scores, set_weights
 from federation.study.evaluation import ForceScores, evaluate_design, pr_curve
@@ -47,7 +48,6 @@ from federation.study.plots import plot_pr_curves, plot_retention_outcome, plot_
 from federation.study.results import package_versions, write_json, write_table
 from federation.study.retention_outcome import OffenderReads, retention_outcome
 from federation.study.spec import DPSpec, RetentionSpec, StudySpec, TrainingSpec, WorldSpec
-from privacy.dp.ledger import PrivacyLedger
 from privacy.keys import MasterSecretSource
 from retention.policy import RetentionPolicy
 from retention.purge import run_purge
@@ -199,26 +199,15 @@ def build_run_folder(root: Path, n_forces: int = 3, n_vehicles: int = 150) -> Pa
         ]
         outputs.checkpoint(rnd, contract.to_array_record(global_weights))
     outputs.finish(contract.to_array_record(global_weights))
-    for f, (store_dir, _) in zip(forces, stores, strict=True):
-        ledger = PrivacyLedger.open(ledger_path_for(store_dir, settings))
+    for f, (store_dir, key_file) in zip(forces, stores, strict=True):
         ledger_rows += [
             {
                 "retention_days": RETENTION_DAYS,
                 "design": "federated",
                 "target_epsilon": EPSILON,
-                "force": f,
-                "round": e.round,
-                "epsilon": e.epsilon_after,
-                "delta": e.delta,
-                "noise_multiplier": e.noise_multiplier,
-                "sample_rate": e.sample_rate,
-                "steps": e.steps,
-                "max_grad_norm": e.max_grad_norm,
-                "examples": e.examples,
-                "epsilon_budget": ledger.epsilon_budget,
-                "accountant": "rdp",
+                **r,
             }
-            for e in ledger.entries
+            for r in SimulatedForce(f, store_dir, key_file).ledger_rows(settings)
         ]
     # ---- pooled: non-private, all forces' training vehicles
     datasets = [
