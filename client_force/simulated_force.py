@@ -87,6 +87,25 @@ class SimulatedForce:
             "rejected": report.rejected,
         }
 
+    def copy_to(self, store_dir: Path, key_file: Path) -> SimulatedForce:
+        """A second, independent copy of this force's store and key file (a what-if branch).
+
+        A study compares retention windows on the same ingested history: the runner ingests
+        once, then copies the store per window before purging each copy to its own window.
+        The copies share keys and pseudonyms (so vehicles line up across windows) but not
+        their keyrings: purging one copy crypto-erases only that copy's day keys.
+        """
+        self._store = None
+        for target in (Path(store_dir), Path(key_file)):
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        Path(key_file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.store_dir, store_dir)
+        shutil.copy2(self.key_file, key_file)
+        return SimulatedForce(self.name, Path(store_dir), Path(key_file))
+
     @staticmethod
     def seen_vrms(export: Path, candidates: pd.Series) -> set[str]:
         """Which of ``candidates`` (simulation truth) this force's export has read at least once."""

@@ -112,7 +112,13 @@ class Keyring:
         return key_id in self._entries
 
     def scope_of(self, key_id: str) -> str:
-        """The scope of ``key_id``; :class:`MissingKeyError` if it was destroyed."""
+        """The scope of ``key_id``; :class:`MissingKeyError` if it was destroyed.
+
+        An id this handle has not seen is looked up again in the file first: another process
+        (a training worker writing a feature cache, say) may have added it since.
+        """
+        if key_id not in self._entries:
+            self.reload()
         try:
             return str(self._entries[key_id]["scope"])
         except KeyError:

@@ -95,8 +95,9 @@ def run_federated(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        # Joining an existing Ray cluster (RAY_ADDRESS) takes its resources as they are.
-        "init_args": {}
+        # Joining an existing Ray cluster (RAY_ADDRESS: the study's own head node, or the
+        # user's) takes its resources as they are; only the workers' console echo is set.
+        "init_args": {"log_to_driver": log.isEnabledFor(logging.INFO)}
         if os.environ.get("RAY_ADDRESS")
         else {
             "num_cpus": max(1, min(len(nodes), os.cpu_count() or 1)),

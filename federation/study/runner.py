@@ -19,7 +19,8 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from federation.study import world as world_io
 from federation.study.evaluation import ForceScores, evaluate_design, pr_curve
 from federation.study.federated import run_federated
 from federation.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from federation.study.ray_cluster import StudyRayCluster
 from federation.study.references import SIMULATED_FORCE, load_reference
 from federation.study.results import package_versions, write_json, write_table
 from federation.study.retention_outcome import OffenderReads, retention_outcome
@@ -56,6 +58,7 @@ class StudyResult:
     ingest: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    simulation_dirs: list[Path] = field(default_factory=list)  # Ray's session files
 
 
 @contextmanager
@@ -115,38 +118,60 @@ def _progress(console: Console | None) -> Progress:
 
 
 def _prepare_forces(
-    spec: StudySpec, world_dir: Path, out: Path, window: int, truth: Any, result: StudyResult
-) -> list[Any]:
-    """Create, ingest, label and purge one store per force for a retention window."""
+    spec: StudySpec,
+    world_dir: Path,
+    out: Path,
+    windows: list[int],
+    truth: Any,
+    result: StudyResult,
+    progress: Progress,
+) -> dict[int, list[Any]]:
+    """One store per force and retention window: ingest, label, purge.
+
+    Every window starts from the same history (the whole export, ingested as of the study
+    date), so each force's export is ingested and its conviction log loaded once, into the
+    first window's store; the other windows get copies of that store. Each copy then gets its
+    window's evaluation truth and is purged to its own window.
+    """
     force_cls = load_reference(SIMULATED_FORCE)
     as_of = datetime.combine(spec.as_of, datetime.min.time(), tzinfo=UTC)
-    # A store accumulated under the longest window (or the whole world), then purged to this one.
-    ingest_max_age = max(spec.world.days + 1, *spec.retention_windows())
-    start, end = world_io.window_for(spec.as_of, window)
-    positives = world_io.offending_in_window(truth, start, end)
-    nodes = []
-    for force in world_io.force_names(world_dir):
-        node = force_cls(
-            force,
+    # A store accumulated under the longest window (or the whole world), then purged to each.
+    ingest_max_age = max(spec.world.days + 1, *windows)
+    nodes: dict[int, list[Any]] = {w: [] for w in windows}
+
+    def place(window: int, force: str) -> tuple[Path, Path]:
+        return (
             out / "stores" / f"retention-{window}d" / force,
             out / "keys" / f"retention-{window}d" / f"{force}.key",
         )
-        report = node.setup(world_io.reads_file(world_dir, force), as_of, ingest_max_age)
-        seen = node.seen_vrms(world_io.reads_file(world_dir, force), truth["vrm"])
-        convictions = world_io.convictions_for(truth, seen, spec.as_of)
-        labels = node.load_convictions(convictions)
-        node.load_truth(positives[positives.isin(seen)])
-        purge = node.purge(as_of, window)
-        result.ingest.append(
-            {
-                "retention_days": window,
-                "force": force,
-                **report,
-                "convictions_loaded": labels,
-                **purge,
-            }
-        )
-        nodes.append(node)
+
+    forces = world_io.force_names(world_dir)
+    task = progress.add_task("ingest + purge (forces)", total=len(forces))
+    for force in forces:
+        export = world_io.reads_file(world_dir, force)
+        first = force_cls(force, *place(windows[0], force))
+        report = first.setup(export, as_of, ingest_max_age)
+        seen = first.seen_vrms(export, truth["vrm"])
+        labels = first.load_convictions(world_io.convictions_for(truth, seen, spec.as_of))
+        copies = {windows[0]: first}
+        copies.update({w: first.copy_to(*place(w, force)) for w in windows[1:]})
+        for window, node in copies.items():
+            start, end = world_io.window_for(spec.as_of, window)
+            positives = world_io.offending_in_window(truth, start, end)
+            node.load_truth(positives[positives.isin(seen)])
+            purge = node.purge(as_of, window)
+            result.ingest.append(
+                {
+                    "retention_days": window,
+                    "force": force,
+                    **report,
+                    "convictions_loaded": labels,
+                    **purge,
+                }
+            )
+            nodes[window].append(node)
+        progress.advance(task)
+    result.ingest.sort(key=lambda row: (windows.index(row["retention_days"]), row["force"]))
     return nodes
 
 
@@ -186,7 +211,8 @@ def run_study(
     points = spec.sweep_points()
     windows = list(dict.fromkeys(w for w, _ in points))
     n_design_runs = sum(len(windows) if d == "pooled" else len(points) for d in spec.designs)
-    with _progress(console) as progress:
+    ray_cluster = StudyRayCluster(os.cpu_count() or 1, out / "server" / "ray-head.log")
+    with _progress(console) as progress, _LocalWorkers() as local_workers, ExitStack() as stack:
         world_dir = out / "world"
         with _timed(timings, "synthesise"):
             if not reuse_world and (world_dir / world_io.WORLD_SETTINGS_FILE).exists():
@@ -194,10 +220,14 @@ def run_study(
             world_io.ensure_world(spec.world, world_dir, progress=progress)
         truth = world_io.load_truth(world_dir)
         forces = world_io.force_names(world_dir)
+        if "federated" in spec.designs:
+            # One Ray head node for every federated run; it boots while the forces ingest.
+            stack.enter_context(ray_cluster)
+        with _timed(timings, "ingest+purge"):
+            stores = _prepare_forces(spec, world_dir, out, windows, truth, result, progress)
         designs_task = progress.add_task("designs", total=n_design_runs)
         for window in windows:
-            with _timed(timings, "ingest+purge"):
-                nodes = _prepare_forces(spec, world_dir, out, window, truth, result)
+            nodes = stores[window]
             with _timed(timings, "retention outcome"):
                 result.retention.extend(_retention_rows(spec, world_dir, truth, forces, window))
             for design in spec.designs:
@@ -216,7 +246,14 @@ def run_study(
                     settings = settings.replace(study_id=study_id, ledger_scope=_slug(study_id))
                     with _timed(timings, design):
                         weights = _train_design(
-                            design, nodes, settings, study_id, progress, out, spec
+                            design,
+                            nodes,
+                            settings,
+                            study_id,
+                            progress,
+                            spec,
+                            local_workers,
+                            ray_cluster,
                         )
                         per_force = _evaluate(nodes, weights, settings)
                     if design == "pooled":
@@ -244,6 +281,8 @@ def run_study(
                             )
                     progress.advance(designs_task)
     timings["total"] = round((datetime.now(UTC) - started).total_seconds(), 3)
+    if ray_cluster.temp_dir is not None:
+        result.simulation_dirs.append(ray_cluster.temp_dir)
     _write_results(result, curves)
     return result
 
@@ -254,13 +293,15 @@ def _train_design(
     settings: FlowerSettings,
     study_id: str,
     progress: Progress,
-    out: Path,
     spec: StudySpec,
+    local_workers: _LocalWorkers,
+    ray_cluster: StudyRayCluster,
 ) -> Any:
     """Train one design; returns one weight list (shared model) or one per force."""
     if design == "local-only":
-        return _train_local_in_parallel(nodes, settings, study_id)
+        return local_workers.train_all(nodes, settings, study_id)
     if design == "federated":
+        ray_cluster.connect()
         return run_federated(
             nodes, settings, study_id, progress, secure_aggregation=spec.training.secure_aggregation
         )
@@ -278,22 +319,47 @@ def _train_local(node: Any, settings: FlowerSettings, study_id: str) -> list[np.
     return node.train_local(settings, study_id)
 
 
-def _train_local_in_parallel(
-    nodes: list[Any], settings: FlowerSettings, study_id: str
-) -> dict[str, list[np.ndarray]]:
-    """Local-only: every force trains alone, as many at once as there are cores.
+class _LocalWorkers:
+    """Worker processes for the local-only design, started on first use and kept for the study.
 
-    Forces share nothing, so this is the honest parallelism of N independent forces; each
-    worker opens its own force's store.
+    Every force trains alone, as many at once as there are cores: forces share nothing, so this
+    is the honest parallelism of N independent forces, and each worker opens its own force's
+    store. Keeping the workers across sweep points saves their start-up (a fresh interpreter
+    importing torch) and lets them reuse the examples they already built for a window.
     """
-    workers = max(1, min(len(nodes), os.cpu_count() or 1))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _LocalWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def train_all(
+        self, nodes: list[Any], settings: FlowerSettings, study_id: str
+    ) -> dict[str, list[np.ndarray]]:
+        """Train every force's local-only model; weights by force name."""
+        if self._pool is None:
+            workers = max(1, min(len(nodes), os.cpu_count() or 1))
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         futures = {
-            node.name: pool.submit(_train_local, node.detached(), settings, study_id)
+            node.name: self._pool.submit(_train_local, node.detached(), settings, study_id)
             for node in nodes
         }
-        return {name: future.result() for name, future in futures.items()}
+        try:
+            return {name: future.result() for name, future in futures.items()}
+        except BrokenProcessPool:
+            self._pool = None
+            raise StudyError(
+                "a local-only worker process died (killed, out of memory, or started from a "
+                "script without an `if __name__ == '__main__':` guard, which the spawn start "
+                "method needs)"
+            ) from None
 
 
 def _save_model(weights: list[np.ndarray], settings: FlowerSettings, folder: Path) -> Path:
@@ -341,6 +407,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "seed": spec.seed,
         "versions": package_versions(),
         "timings_s": result.timings,
+        "simulation_dirs": [str(p) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": sorted(str(p.relative_to(out)) for p in files),
         "notes": [

@@ -101,12 +101,12 @@ class StudySpec:
         return self.study_date or (self.world.end + timedelta(days=1))
 
     def epsilons(self) -> tuple[float, ...]:
-        """The epsilon sweep, or the single target; ``inf`` means non-private."""
-        return self.dp.epsilon_sweep or (self.dp.epsilon,)
+        """The epsilon sweep with the main target ``dp.epsilon`` always in it, ascending."""
+        return tuple(sorted({*self.dp.epsilon_sweep, self.dp.epsilon}))
 
     def retention_windows(self) -> tuple[int, ...]:
-        """The retention sweep, or the single window."""
-        return self.retention.sweep or (self.retention.max_age_days,)
+        """The retention sweep with the main window ``max_age_days`` always in it, longest first."""
+        return tuple(sorted({*self.retention.sweep, self.retention.max_age_days}, reverse=True))
 
     def sweep_points(self) -> list[tuple[int, float]]:
         """(retention days, epsilon) pairs to run, one factor at a time.
@@ -118,9 +118,7 @@ class StudySpec:
         main_window, main_eps = self.retention.max_age_days, self.dp.epsilon
         points = [(main_window, eps) for eps in self.epsilons()]
         points += [(w, main_eps) for w in self.retention_windows() if w != main_window]
-        if not any(w == main_window for w, _ in points):
-            points.insert(0, (main_window, main_eps))
-        return list(dict.fromkeys(points))
+        return points
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the manifest (dates as ISO strings, inf as the string "inf")."""

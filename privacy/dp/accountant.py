@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -71,29 +71,26 @@ def epsilon_for(
     return float(eps), float(order)
 
 
-@lru_cache(maxsize=256)
-def _calibrate(
+def _log_ratio(
     target_epsilon: float, delta: float, sample_rate: float, steps: int, orders: tuple[float, ...]
-) -> float:
+) -> Callable[[float], float]:
+    """``f(sigma) = log(epsilon(sigma) / target)``: positive means too little noise."""
+
     def f(sigma: float) -> float:
-        """log(epsilon / target): positive means too little noise."""
         eps = epsilon_for([(sigma, sample_rate, steps)], delta, orders)[0]
         return math.log(eps / target_epsilon) if eps > 0 else -math.inf
 
-    # Bracket: f(low) > 0 >= f(high).
-    low, f_low = 0.0, math.inf
-    high, f_high = 1.0, f(1.0)
-    while f_high > 0:
-        low, f_low = high, f_high
-        high *= 2.0
-        if high > MAX_NOISE_MULTIPLIER:
-            raise ValueError(
-                f"epsilon {target_epsilon:g} at delta {delta:.3g} is unreachable with "
-                f"{steps} steps at sample rate {sample_rate:.4g}"
-            )
-        f_high = f(high)
-    # Illinois (modified regula falsi) on log epsilon, keeping the bracket; each RDP
-    # evaluation is slow, and this needs a handful where bisection needs a dozen.
+    return f
+
+
+def _illinois(
+    f: Callable[[float], float], low: float, f_low: float, high: float, f_high: float
+) -> float:
+    """Shrink a bracket ``f(low) > 0 >= f(high)`` to ``CALIBRATION_RTOL``; returns its top.
+
+    Illinois (modified regula falsi) on log epsilon: each RDP evaluation is slow, and this
+    needs a handful where bisection needs a dozen.
+    """
     side = 0
     while high - low > CALIBRATION_RTOL * high:
         if math.isfinite(f_low) and math.isfinite(f_high) and f_low != f_high:
@@ -114,6 +111,51 @@ def _calibrate(
                 f_low *= 0.5
             side = 1
     return high
+
+
+def _search(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, orders: tuple[float, ...]
+) -> float:
+    """Bracket sigma by doubling from 1, then shrink the bracket."""
+    f = _log_ratio(target_epsilon, delta, sample_rate, steps, orders)
+    low, f_low = 0.0, math.inf
+    high, f_high = 1.0, f(1.0)
+    while f_high > 0:
+        low, f_low = high, f_high
+        high *= 2.0
+        if high > MAX_NOISE_MULTIPLIER:
+            raise ValueError(
+                f"epsilon {target_epsilon:g} at delta {delta:.3g} is unreachable with "
+                f"{steps} steps at sample rate {sample_rate:.4g}"
+            )
+        f_high = f(high)
+    return _illinois(f, low, f_low, high, f_high)
+
+
+@lru_cache(maxsize=256)
+def _calibrate(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, orders: tuple[float, ...]
+) -> float:
+    """Two stages: a search over the integer orders, then a short one over all of them.
+
+    Opacus evaluates integer orders in closed form and fractional ones by a slow series, so the
+    first stage is cheap. Fewer orders can only give a larger epsilon, so its sigma is an upper
+    end of the full bracket; stepping down a few percent finds the lower end, and the full-order
+    search inside that bracket needs two or three slow evaluations instead of eight.
+    """
+    integer_orders = tuple(a for a in orders if float(a).is_integer())
+    if not integer_orders or len(integer_orders) == len(orders):
+        return _search(target_epsilon, delta, sample_rate, steps, orders)
+    high = _search(target_epsilon, delta, sample_rate, steps, integer_orders)
+    f = _log_ratio(target_epsilon, delta, sample_rate, steps, orders)
+    f_high = f(high)  # <= 0: the full set of orders includes the integer ones
+    step = 0.97
+    low, f_low = high * step, f(high * step)
+    while f_low <= 0:
+        high, f_high = low, f_low
+        step *= step
+        low, f_low = high * step, f(high * step)
+    return _illinois(f, low, f_low, high, f_high)
 
 
 def calibrate_noise_multiplier(

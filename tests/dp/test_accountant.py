@@ -42,3 +42,17 @@ def test_dp_accounting_agrees_within_one_percent(delta):
     ours = epsilon_for(HISTORY, delta)[0]
     independent = dp_accounting_epsilon(HISTORY, delta, DEFAULT_ORDERS)
     assert abs(ours - independent) / independent < 0.01
+
+
+@pytest.mark.parametrize(
+    ("target", "sample_rate", "steps"),
+    [(1.0, 0.046, 66), (4.0, 0.046, 66), (8.0, 0.046, 66), (0.3, 0.005, 2000), (20.0, 0.2, 30)],
+)
+def test_two_stage_calibration_matches_a_search_over_every_order(target, sample_rate, steps):
+    """The fast path (integer orders first) lands where a plain search over all orders does."""
+    from privacy.dp.accountant import _search
+
+    fast = calibrate_noise_multiplier(target, 1e-5, sample_rate, steps)
+    direct = _search(target, 1e-5, sample_rate, steps, DEFAULT_ORDERS)
+    assert epsilon_for([(fast, sample_rate, steps)], 1e-5)[0] <= target
+    assert fast == pytest.approx(direct, rel=2e-3)

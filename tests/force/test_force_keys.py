@@ -124,3 +124,21 @@ def test_keyring_wrap_destroy_and_tamper(tmp_path: Path) -> None:
     with pytest.raises(MissingKeyError):
         Keyring(tmp_path / "keyring.json", wk).unwrap(kid)
     assert kid not in (tmp_path / "keyring.json").read_text()
+
+
+def test_keyring_handles_see_each_others_keys(tmp_path: Path) -> None:
+    """Two handles on one keyring (two processes in a study): a key added through one is found
+    through the other, and a key destroyed through one is not resurrected by the other."""
+    wk = os.urandom(32)
+    first = Keyring.create(tmp_path / "keyring.json", wk)
+    second = Keyring(tmp_path / "keyring.json", wk)
+    kid, key = second.new_key("derived:cache")
+    assert first.scope_of(kid) == "derived:cache"
+    assert first.unwrap(kid) == key
+    other, _ = first.new_key("day:2024-05-01")
+    assert second.destroy(kid)
+    first.new_key("day:2024-05-02")  # a stale handle writing must not bring kid back
+    reread = Keyring(tmp_path / "keyring.json", wk)
+    assert not reread.has_key(kid) and reread.has_key(other)
+    with pytest.raises(MissingKeyError):
+        first.scope_of(kid)

@@ -75,7 +75,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "result": result,
         "force": force,
         "canaries": canaries,
-        "ray_sessions": sorted(_ray_sessions() - before),
+        # Ray's state: the study's own head node keeps it in a private folder (simulation_dirs);
+        # anything a plain ray.init() left in /tmp/ray is scanned too.
+        "ray_sessions": sorted(_ray_sessions() - before) + list(result.simulation_dirs),
         "log": "\n".join(handler_records),
         "seconds": time.perf_counter() - started,
     }
@@ -143,6 +145,8 @@ def test_no_canary_reaches_any_national_byte(tiny_run: dict) -> None:
         ),
     )
     vrms = [c for c in canaries if not c.startswith("CANARY-CAM-")]
+    ray_files = [p for d in tiny_run["ray_sessions"] for p in Path(d).rglob("*") if p.is_file()]
+    assert any(p.name.startswith("worker-") for p in ray_files)  # Ray's state is really scanned
     keyed = store.pseudonymiser().pseudonymise(pa.array(vrms)).to_pylist()
     keyed += [t for t in store.read_cameras()["token"].to_pylist()[-2:]]
     assert scan_for(national, canaries) == []

@@ -42,6 +42,28 @@ sweep = [365, 730]
     assert spec.sweep_points() == [(730, 1.0), (730, 4.0), (730, 8.0), (365, 4.0)]
 
 
+def test_sweeps_always_include_the_main_point(tmp_path: Path) -> None:
+    """A sweep that leaves out the main epsilon or window still runs it: the main point is the
+    one the PR curves and the summary are drawn for."""
+    spec = load_spec(
+        write(
+            tmp_path,
+            """
+[dp]
+epsilon = 4.0
+epsilon_sweep = [8.0, 1.0]
+[retention]
+max_age_days = 730
+sweep = [365]
+""",
+        )
+    )
+    assert spec.epsilons() == (1.0, 4.0, 8.0)
+    assert spec.retention_windows() == (730, 365)
+    assert spec.sweep_points() == [(730, 1.0), (730, 4.0), (730, 8.0), (365, 4.0)]
+    assert default_spec().sweep_points()[:3] == [(730, 1.0), (730, 4.0), (730, 8.0)]
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
