@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +20,11 @@ from rich.table import Table
 from client_force.export_reader import ExportReadError
 from client_force.ingest import DEFAULT_MAX_AGE_DAYS, IngestError, IngestReport, ingest_export
 from client_force.labels import ingest_labels
+from client_force.quarantine_export import (
+    QuarantineExport,
+    QuarantineExportError,
+    export_quarantine,
+)
 from client_force.status import store_status
 from privacy.keys import (
     KEY_FILE_ENV,
@@ -92,7 +97,14 @@ def _run(as_json: bool, fn: Callable[[], Any]) -> Any:
         return fn()
     except WrongPassphraseError as exc:
         _fail(EXIT_INPUT, str(exc), as_json)
-    except (KeyMaterialError, KeyManagementError, ExportReadError, IngestError, AsOfError) as exc:
+    except (
+        KeyMaterialError,
+        KeyManagementError,
+        ExportReadError,
+        IngestError,
+        AsOfError,
+        QuarantineExportError,
+    ) as exc:
         _fail(EXIT_INPUT, str(exc), as_json)
     except StoreLockedError as exc:
         _fail(EXIT_LOCKED, str(exc), as_json)
@@ -310,6 +322,58 @@ def status_cmd(
         ("key epoch", d["key_epoch"]),
     ]
     _console.print(_table(f"store {store}", rows))
+
+
+@app.command("quarantine")
+def quarantine_cmd(
+    store: Path = STORE_ARG,
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="CSV to write the rows to (created owner-only, never overwritten). It holds RAW "
+        "VRMs and camera ids: keep it inside the force and delete it after re-ingest. "
+        "Without --out only the counts are shown.",
+    ),
+    kind: str = typer.Option("reads", "--kind", help="reads (from ingest) or labels."),
+    first: str | None = typer.Option(None, "--from", help="First day (YYYY-MM-DD)."),
+    last: str | None = typer.Option(None, "--to", help="Last day (YYYY-MM-DD)."),
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Rejected rows held in quarantine: counts by reason and day, or export them to correct.
+
+    Correct the exported rows' vrm, camera_id and read_at, then ingest the file again.
+    """
+
+    def body() -> QuarantineExport:
+        days = [_parse_day(text, name) for text, name in ((first, "--from"), (last, "--to"))]
+        return export_quarantine(_open(store, key_file), out, kind, days[0], days[1])
+
+    result = _run(as_json, body)
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **result.to_dict()}))
+        return
+    _console.print(f"quarantined {kind} rows: {result.rows}")
+    t = Table()
+    t.add_column("reason")
+    t.add_column("rows", justify="right")
+    for reason, count in sorted(result.by_reason.items()):
+        t.add_row(reason, str(count))
+    _console.print(t)
+    if result.by_day:
+        days = sorted(result.by_day)
+        _console.print(f"days: {len(days)} ({days[0]} to {days[-1]})")
+    if out is not None:
+        _console.print(f"written: {out} (mode 0600; holds raw values: delete after re-ingest)")
+
+
+def _parse_day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise QuarantineExportError(f"{option} must be a date YYYY-MM-DD") from None
 
 
 @app.command("rotate-key")

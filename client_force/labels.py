@@ -40,6 +40,7 @@ LABEL_REASONS: tuple[str, ...] = (
 _CODE = {r: i + 1 for i, r in enumerate(LABEL_REASONS)}
 US_PER_DAY = 86_400_000_000
 
+LABEL_BATCH_PREFIX = "labels-"  # quarantine batches of a conviction log (rows of reads: no prefix)
 LABELS_QUARANTINE_SCHEMA = pa.schema(
     [
         pa.field("row_number", pa.int64()),
@@ -152,7 +153,7 @@ def _ingest_chunks(
         report.duplicates += dups
     if rejects:
         table = pa.concat_tables(rejects).sort_by("row_number")
-        batch = "labels-" + quarantine_batch_name(store, as_of_day, table)
+        batch = LABEL_BATCH_PREFIX + quarantine_batch_name(store, as_of_day, table)
         store.write_quarantine(as_of_day, batch, table)
         report.quarantine_files = 1
     report.distinct_vrms_hashed = memo.hashed

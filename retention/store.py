@@ -505,16 +505,24 @@ class ForceStore:
         )
         return path
 
+    def quarantine_batches(self, day: date) -> list[str]:
+        """Names of ``day``'s quarantine batches (one per ingest that rejected rows of it)."""
+        d = self.root / "quarantine" / _day_dir_name(day)
+        files = sorted(d.glob("rejects-*.parquet.enc")) if d.is_dir() else []
+        return [p.name[len("rejects-") : -len(".parquet.enc")] for p in files]
+
+    def read_quarantine_batch(self, day: date, batch: str) -> pa.Table:
+        """One quarantine batch of ``day`` (row numbers, reasons and the raw content)."""
+        return self._read_sealed_table(
+            self.quarantine_path(day, batch),
+            "quarantine",
+            f"{day_scope(day)}|{batch}",
+            day_scope(day),
+        )[1]
+
     def read_quarantine(self, day: date) -> pa.Table | None:
         """All quarantined rows of ``day`` (row numbers, reasons and the raw content)."""
-        d = self.root / "quarantine" / _day_dir_name(day)
-        tables = []
-        for p in sorted(d.glob("rejects-*.parquet.enc")) if d.is_dir() else []:
-            batch = p.name[len("rejects-") : -len(".parquet.enc")]
-            _, t = self._read_sealed_table(
-                p, "quarantine", f"{day_scope(day)}|{batch}", day_scope(day)
-            )
-            tables.append(t)
+        tables = [self.read_quarantine_batch(day, b) for b in self.quarantine_batches(day)]
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
     # --- crash leftovers --------------------------------------------------------------
