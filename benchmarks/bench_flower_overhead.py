@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -129,33 +130,29 @@ def flower_engine_only(settings: FlowerSettings, n_forces: int) -> None:
 def measure(n_forces: int, n_vehicles: int, rounds: int, root: Path) -> dict[str, float]:
     """Wall times of the three variants for one world size (and the models' largest gap)."""
     template = build_world(root / "template", n_forces, n_vehicles)
+
+    def run_settings(world: Any) -> FlowerSettings:
+        return world.settings(
+            num_server_rounds=rounds,
+            min_available_nodes=n_forces,
+            min_replies=n_forces,
+            training_seed=7,
+            first_round_timeout=600.0,
+        )
+
     timings: dict[str, float] = {}
     finals: dict[str, list[np.ndarray]] = {}
     for name, run in (
         ("in-process loop", in_process_fedavg),
         ("Flower simulation", flower_simulation),
     ):
-        world = copy_world(template, root / name.replace(" ", "-"))
-        settings = world.settings(
-            num_server_rounds=rounds,
-            min_available_nodes=n_forces,
-            min_replies=n_forces,
-            training_seed=7,
-            first_round_timeout=600.0,
-        )
+        settings = run_settings(copy_world(template, root / name.replace(" ", "-")))
         t0 = time.perf_counter()
         finals[name] = run(settings, n_forces)
         timings[name] = time.perf_counter() - t0
     with StudyRayCluster(2, root / "ray-head.log") as cluster:
         cluster.connect()  # started and waited for outside the timing, as in a study
-        world = copy_world(template, root / "warm")
-        settings = world.settings(
-            num_server_rounds=rounds,
-            min_available_nodes=n_forces,
-            min_replies=n_forces,
-            training_seed=7,
-            first_round_timeout=600.0,
-        )
+        settings = run_settings(copy_world(template, root / "warm"))
         t0 = time.perf_counter()
         finals["warm"] = flower_simulation(settings, n_forces)
         timings["Flower on a warm cluster"] = time.perf_counter() - t0

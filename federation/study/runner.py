@@ -258,6 +258,14 @@ def run_study(
                         per_force = _evaluate(nodes, weights, settings)
                     if design == "pooled":
                         _save_model(weights, settings, Path(settings.results_dir))
+                    elif design == "local-only":
+                        for force_name, force_weights in weights.items():
+                            _save_model(
+                                force_weights,
+                                settings,
+                                Path(settings.results_dir),
+                                force_name,
+                            )
                     for row in evaluate_design(
                         per_force, spec.evaluation.recall, spec.evaluation.realistic_prevalence
                     ):
@@ -362,13 +370,20 @@ class _LocalWorkers:
             ) from None
 
 
-def _save_model(weights: list[np.ndarray], settings: FlowerSettings, folder: Path) -> Path:
-    """Keep a centrally trained model (the pooled counterfactual) for audits, as the server
-    keeps the federated one: ``<folder>/checkpoints/final.npz``, arrays by contract name."""
+def _save_model(
+    weights: list[np.ndarray], settings: FlowerSettings, folder: Path, force: str | None = None
+) -> Path:
+    """Keep a model the server did not checkpoint, for audits, arrays by contract name.
+
+    The pooled counterfactual goes to ``<folder>/checkpoints/final.npz``, as the server keeps
+    the federated one; each force's local-only model to ``<folder>/checkpoints/<force>/
+    final.npz``. (Local-only models never reach a server: in a simulation the researcher keeps
+    them so that ``anprfed privacy audit`` can attack every design.)
+    """
     from federation.model import weight_spec
 
     names = [name for name, _, _ in weight_spec(settings.model_config())]
-    path = folder / "checkpoints" / "final.npz"
+    path = folder / "checkpoints" / (f"{force}/final.npz" if force else "final.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **dict(zip(names, weights, strict=True)))
     return path

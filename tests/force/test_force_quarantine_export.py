@@ -7,28 +7,27 @@ import json
 import stat
 from pathlib import Path
 
-from force_export_factory import make_messy_export
+from force_export_factory import MessyExport, make_messy_export
 from test_force_cli import run
 
+INGEST_OPTIONS = ("--as-of", "2024-06-01", "--max-age-days", "365", "--json")
 
-def test_every_rejected_row_is_exported_and_a_corrected_row_reingests(tmp_path: Path) -> None:
+
+def _messy_store(tmp_path: Path) -> tuple[MessyExport, str, dict]:
+    """A store that ingested the messy export: (the export, the store path, the report)."""
     messy = make_messy_export(tmp_path / "export")
     store = str(tmp_path / "s")
     assert run("init", store, "--force", "cheshire", "--json")[0] == 0
     code, out, _ = run(
-        "ingest",
-        store,
-        str(messy.path),
-        "--cameras",
-        str(messy.cameras),
-        "--as-of",
-        "2024-06-01",
-        "--max-age-days",
-        "365",
-        "--json",
+        "ingest", store, str(messy.path), "--cameras", str(messy.cameras), *INGEST_OPTIONS
     )
-    report = json.loads(out)
-    assert code == 0 and report["rejected"] > 0
+    assert code == 0
+    return messy, store, json.loads(out)
+
+
+def test_every_rejected_row_is_exported_and_a_corrected_row_reingests(tmp_path: Path) -> None:
+    messy, store, report = _messy_store(tmp_path)
+    assert report["rejected"] > 0
 
     # Counts only: no --out, nothing written, and no raw value printed.
     code, out, _ = run("quarantine", store, "--json")
@@ -68,16 +67,7 @@ def test_every_rejected_row_is_exported_and_a_corrected_row_reingests(tmp_path: 
         writer.writeheader()
         writer.writerows(fixed)
     code, out, _ = run(
-        "ingest",
-        store,
-        str(again),
-        "--cameras",
-        str(messy.cameras),
-        "--as-of",
-        "2024-06-01",
-        "--max-age-days",
-        "365",
-        "--json",
+        "ingest", store, str(again), "--cameras", str(messy.cameras), *INGEST_OPTIONS
     )
     second = json.loads(out)
     assert code == 0 and second["input_rows"] == len(fixed)
@@ -85,21 +75,7 @@ def test_every_rejected_row_is_exported_and_a_corrected_row_reingests(tmp_path: 
 
 
 def test_day_range_and_bad_options_are_clear(tmp_path: Path) -> None:
-    messy = make_messy_export(tmp_path / "export")
-    store = str(tmp_path / "s")
-    run("init", store, "--force", "cheshire", "--json")
-    run(
-        "ingest",
-        store,
-        str(messy.path),
-        "--cameras",
-        str(messy.cameras),
-        "--as-of",
-        "2024-06-01",
-        "--max-age-days",
-        "365",
-        "--json",
-    )
+    _, store, _ = _messy_store(tmp_path)
     all_rows = json.loads(run("quarantine", store, "--json")[1])
     by_day = all_rows["by_day"]
     first_day = min(by_day)

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -117,6 +118,21 @@ def test_privacy_ledger_composes_rounds_within_the_target(tiny_run: dict) -> Non
         assert rows["epsilon"].is_monotonic_increasing
         assert rows["epsilon"].iloc[-1] <= 4.0 * (1 + 1e-6)
         assert (rows["noise_multiplier"] > 0).all() and (rows["delta"] > 0).all()
+
+
+def test_every_design_keeps_its_models_for_audits(tiny_run: dict) -> None:
+    server = tiny_run["out"] / "server"
+    forces = world_io.force_names(tiny_run["out"] / "world")
+    local = next(server.glob("local-only-*"))
+    assert sorted(p.parent.name for p in local.glob("checkpoints/*/final.npz")) == forces
+    for design in ("federated", "pooled"):
+        assert (next(server.glob(f"{design}-*")) / "checkpoints" / "final.npz").exists()
+    with (
+        np.load(local / "checkpoints" / forces[0] / "final.npz") as one,
+        np.load(local / "checkpoints" / forces[1] / "final.npz") as other,
+    ):
+        assert one.files == other.files
+        assert any(not np.array_equal(one[k], other[k]) for k in one.files)  # trained apart
 
 
 def test_the_server_wrote_its_round_outputs(tiny_run: dict) -> None:
