@@ -83,34 +83,37 @@ def audit(
         payload = {"rows": result.rows, "files": [str(p) for p in result.files]}
         typer.echo(json.dumps(jsonable(payload), allow_nan=False))
         return
-    table = Table(title="Membership inference (members = training vehicles)")
-    for col in (
-        "design",
-        "eps",
-        "force",
-        "attack",
-        "AUC",
-        "TPR@0.1%",
-        "TPR@1%",
-        "eps LB (95%)",
-        "claimed eps",
-        "within claim",
-    ):
-        table.add_column(col)
+    _console.print(
+        "[bold]Membership inference[/bold] (members = training vehicles; eps LB = empirical "
+        f"lower bound on epsilon at {confidence:.0%} confidence)"
+    )
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in result.rows:
-        table.add_row(
-            r["design"],
-            _fmt(r["epsilon"]),
-            r["force"],
-            r["attack"],
-            _fmt(r["auc"]),
-            _fmt(r["tpr_at_fpr_0_1pct"]),
-            _fmt(r["tpr_at_fpr_1pct"]),
-            _fmt(r["eps_lower_bound"]),
-            _fmt(r["claimed_epsilon"]),
-            "yes" if r["bound_within_claim"] else "[red]NO[/red]",
+        key = (r["design"], _fmt(r["epsilon"]), _fmt(r["claimed_epsilon"]))
+        groups.setdefault(key, []).append(r)
+    for (design_name, eps, claimed), rows in groups.items():
+        table = Table(
+            title=f"{design_name}, eps {eps} (claimed {claimed})",
+            title_justify="left",
+            box=None,
+            padding=(0, 1),
+            pad_edge=False,
+            caption="TPR at 0.1% and 1% false-positive rate; within = eps LB <= the claim",
+            caption_justify="left",
         )
-    _console.print(table)
+        for col in ("force", "attack", "AUC", "TPR .1%", "TPR 1%", "eps LB", "within"):
+            table.add_column(col, no_wrap=True)
+        for r in rows:
+            table.add_row(
+                r["force"],
+                r["attack"],
+                _fmt(r["auc"]),
+                _fmt(r["tpr_at_fpr_0_1pct"]),
+                _fmt(r["tpr_at_fpr_1pct"]),
+                _fmt(r["eps_lower_bound"]),
+                "yes" if r["bound_within_claim"] else "[red]NO[/red]",
+            )
+        _console.print(table)
     for s in result.skipped:
         _console.print(f"[yellow]skipped:[/yellow] {s}")
     _console.print("written: " + ", ".join(str(p) for p in result.files))
