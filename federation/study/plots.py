@@ -45,6 +45,25 @@ def plot_utility_vs_epsilon(rows: Sequence[dict[str, Any]], path: Path, metric: 
             color=DESIGN_COLOURS.get(design, "grey"),
             label=f"{design}, {window}-day retention",
         )
+    if metric == "pr_auc":
+        # A classifier that ranks at random has PR-AUC equal to the held-out prevalence.
+        for window in sorted({k[1] for k in keys}):
+            prevalence = next(
+                (
+                    float(r["scenario_prevalence"])
+                    for r in overall
+                    if int(r["retention_days"]) == window and "scenario_prevalence" in r
+                ),
+                None,
+            )
+            if prevalence is not None:
+                ax.axhline(
+                    prevalence,
+                    color="grey",
+                    linestyle=":" if window == min(k[1] for k in keys) else "-.",
+                    linewidth=1,
+                    label=f"chance (prevalence), {window}-day retention",
+                )
     ax.set_xscale("log")
     ticks = [*finite, _epsilon_position(math.inf, finite)]
     ax.set_xticks(ticks)
