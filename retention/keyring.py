@@ -167,6 +167,12 @@ class Keyring:
     def new_key(self, scope: str, key: bytes | None = None) -> tuple[str, bytes]:
         """Add a fresh random key for ``scope`` (atomic rewrite); returns ``(key_id, key)``."""
         self.reload()
+        key_id, key = self._add(scope, key)
+        self._save()
+        return key_id, key
+
+    def _add(self, scope: str, key: bytes | None = None) -> tuple[str, bytes]:
+        """Wrap ``key`` (a fresh random one by default) into a new in-memory entry of ``scope``."""
         key = key if key is not None else secrets.token_bytes(DATA_KEY_BYTES)
         key_id = _new_key_id(scope)
         nonce, wrapped = wrap_key(self._wrapping_key, key, _aad(key_id, scope))
@@ -177,7 +183,6 @@ class Keyring:
             "nonce": base64.b64encode(nonce).decode("ascii"),
             "wrapped": base64.b64encode(wrapped).decode("ascii"),
         }
-        self._save()
         self._cache[key_id] = key
         return key_id, key
 
@@ -193,17 +198,7 @@ class Keyring:
         for scope in dict.fromkeys(scopes):
             if scope in have:
                 continue
-            key = secrets.token_bytes(DATA_KEY_BYTES)
-            key_id = _new_key_id(scope)
-            nonce, wrapped = wrap_key(self._wrapping_key, key, _aad(key_id, scope))
-            self._entries[key_id] = {
-                "key_id": key_id,
-                "scope": scope,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "nonce": base64.b64encode(nonce).decode("ascii"),
-                "wrapped": base64.b64encode(wrapped).decode("ascii"),
-            }
-            self._cache[key_id] = key
+            key_id, _ = self._add(scope)
             created.append(key_id)
         if created:
             self._save()
