@@ -88,6 +88,9 @@ app = typer.Typer(
 )
 
 STORE_ARG = typer.Argument(..., help="Path of the force store.", show_default=False)
+MAX_AGE_OPT = typer.Option(
+    DEFAULT_MAX_AGE_DAYS, "--max-age-days", min=1, help="Retention window in days."
+)
 
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
@@ -117,9 +120,7 @@ def _day_range(days: list[Any]) -> str:
 @app.command("purge")
 def purge_command(
     store: Path = STORE_ARG,
-    max_age_days: int = typer.Option(
-        DEFAULT_MAX_AGE_DAYS, "--max-age-days", min=1, help="Retention window in days."
-    ),
+    max_age_days: int = MAX_AGE_OPT,
     as_of: str | None = typer.Option(
         None,
         "--as-of",
@@ -278,9 +279,7 @@ def _compliance_line(status: dict[str, Any]) -> str:
 @app.command("status")
 def status_command(
     store: Path = STORE_ARG,
-    max_age_days: int = typer.Option(
-        DEFAULT_MAX_AGE_DAYS, "--max-age-days", min=1, help="Retention window in days."
-    ),
+    max_age_days: int = MAX_AGE_OPT,
     as_of: str | None = typer.Option(
         None,
         "--as-of",

@@ -22,6 +22,7 @@ import numpy as np
 from rich.progress import Progress
 
 from federation.flower_settings import FlowerSettings
+from federation.study.ray_cluster import SIMULATION_ENV
 from federation.study.references import load_reference
 
 CLIENT_APP_FACTORY = "client_force.client_app:make_client_app"
@@ -90,9 +91,8 @@ def run_federated(
         # bar instead. `anprfed -v study run` keeps Flower's log.
         # Its only warning here is run_simulation's deprecation notice, printed every run.
         logging.getLogger("flwr").setLevel(logging.ERROR)
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for name, value in SIMULATION_ENV.items():
+        os.environ.setdefault(name, value)
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         # Joining an existing Ray cluster (RAY_ADDRESS: the study's own head node, or the
