@@ -24,6 +24,7 @@ from flower_world import FlowerWorld, build_force
 from client_force.audit import AuditConfig, TrainingRecipe, audit_model
 from client_force.force_dataset import ForceDataset, load_force_dataset
 from client_force.training import TrainingConfig, train_round
+from federation.features import concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel
 from privacy.dp.config import DPConfig, max_delta
@@ -42,7 +43,7 @@ def force(tmp_path_factory: pytest.TempPathFactory) -> tuple[ForceDataset, Flowe
         model_hidden=32, model_conv_layers=2, model_kernel_size=5, batch_size=32
     )
     store = ForceStore.open(fixture.store, MasterSecretSource.from_key_file(fixture.key_file))
-    data = load_force_dataset(store, settings)
+    data = _split_by_content(load_force_dataset(store, settings), settings.test_fraction)
     rng = np.random.default_rng(5)
 
     def flip(y: np.ndarray) -> np.ndarray:
@@ -52,6 +53,27 @@ def force(tmp_path_factory: pytest.TempPathFactory) -> tuple[ForceDataset, Flowe
         data, train_labels=flip(data.train_labels), test_labels=flip(data.test_labels)
     )
     return noisy, settings
+
+
+def _split_by_content(data: ForceDataset, test_fraction: float) -> ForceDataset:
+    """The same members in every run: the store splits and orders vehicles by keyed pseudonym,
+    and a fresh store has a fresh key, so its split (and its sizes) differ from run to run.
+    Re-split by a seeded permutation of the vehicles sorted by their features instead."""
+    both = concat_examples([data.train, data.test])
+    labels = np.concatenate([data.train_labels, data.test_labels])
+    n = len(both)
+    content = np.concatenate([both.summary, both.sequences.reshape(n, -1)], axis=1)
+    order = np.lexsort(content.T[::-1])[np.random.default_rng(11).permutation(n)]
+    n_train = n - round(n * test_fraction)
+    train, test = order[:n_train], order[n_train:]
+    return dataclasses.replace(
+        data,
+        train=both.subset(train),
+        train_labels=labels[train],
+        test=both.subset(test),
+        test_labels=labels[test],
+        test_truth=None,
+    )
 
 
 def _by_attack(audit) -> dict:
