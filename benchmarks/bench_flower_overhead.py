@@ -11,7 +11,7 @@ settings and seeded DP noise, so they train identical updates:
   (``make_server_app`` / ``make_client_app``): Ray actors, messages, the egress guard, run
   outputs and checkpoints.
 * **Flower on a warm cluster**: the same simulation joining a Ray head node that is already
-  up (``federation.study.ray_cluster.StudyRayCluster``), as every federated run of a study
+  up (``research.study.ray_cluster.StudyRayCluster``), as every federated run of a study
   after the first does: no Ray start-up or shutdown inside the run.
 * **Flower engine only**: the same number of rounds with trivial apps that echo the arrays,
   to separate the engine's fixed cost (Ray start-up, actor start, polling) from the work.
@@ -53,7 +53,7 @@ from client_force.flower_round import local_evaluate, local_train, node_store  #
 from federation.contract import EgressContract  # noqa: E402
 from federation.flower_settings import FlowerSettings  # noqa: E402
 from federation.model import TrajectoryModel, get_weights  # noqa: E402
-from federation.study.ray_cluster import StudyRayCluster  # noqa: E402
+from research.study.ray_cluster import StudyRayCluster  # noqa: E402
 from server_national.checkpoint import load_checkpoint  # noqa: E402
 from server_national.server_app import make_server_app  # noqa: E402
 

@@ -1,14 +1,14 @@
 """Re-identification speed: how fast an attacker reverses unkeyed MD5 VRM pseudonyms here.
 
 Every variant hashes the same candidates -- the first ``--candidates`` current-format plates,
-generated from the plate space (``privacy.audit.plate_space``) -- and matches them against a
+generated from the plate space (``research.audit.plate_space``) -- and matches them against a
 set of 20 target digests, so each rate includes generating the candidate, hashing it and
 looking it up:
 
 * ``hashlib`` (baseline of every ratio): one ``hashlib.md5`` call per candidate, the way a
   straightforward script reverses the founding project's pseudonyms;
-* ``numpy``: the vectorised MD5 of ``privacy.audit.md5_vector``, one process;
-* ``enumerate_md5, 1 / N processes``: ``privacy.audit.reid.enumerate_md5`` (what the demo
+* ``numpy``: the vectorised MD5 of ``research.audit.md5_vector``, one process;
+* ``enumerate_md5, 1 / N processes``: ``research.audit.reid.enumerate_md5`` (what the demo
   runs) over the current format for ``--seconds``, in-process and with ``--workers``
   processes (a sustained rate, process start-up included);
 * ``keyed HMAC-SHA256``: the keyed hash of ``privacy.pseudonym`` on the same candidates -- the
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from privacy.audit.md5_vector import BATCH, digest_first64, md5_first64
-from privacy.audit.plate_space import blocks
-from privacy.audit.reid import KEY_BITS, SECONDS_PER_YEAR, enumerate_md5
 from privacy.plates import plate_space_size
 from privacy.pseudonym import KeyedHash
+from research.audit.md5_vector import BATCH, digest_first64, md5_first64
+from research.audit.plate_space import blocks
+from research.audit.reid import KEY_BITS, SECONDS_PER_YEAR, enumerate_md5
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "reid.md"
 

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from federation.study.runner import run_study
-from federation.study.spec import default_spec
+from research.study.runner import run_study
+from research.study.spec import default_spec
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "study.md"

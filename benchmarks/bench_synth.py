@@ -35,8 +35,8 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "synth.md"
 _GENERATE = """
 import json, resource, sys, time
 from pathlib import Path
-from federation.synth.config import WorldConfig
-from federation.synth.world import generate_world
+from research.synth.config import WorldConfig
+from research.synth.world import generate_world
 cfg = WorldConfig(vehicles=int(sys.argv[1]), days=int(sys.argv[2]), preset=sys.argv[3])
 w0, c0 = time.perf_counter(), time.process_time()
 summary = generate_world(cfg, Path(sys.argv[4]))
@@ -49,7 +49,7 @@ _BASELINE = """
 import json, resource, sys, time
 import numpy as np, pyarrow as pa
 from pathlib import Path
-from federation.synth.export import ForceExport
+from research.synth.export import ForceExport
 n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 vrms = pa.array([f"AB{i % 100:02d}C{i // 100:04d}"[:7] for i in range(6000)])

@@ -9,7 +9,7 @@ For every epsilon in ``--epsilons`` (``inf`` = non-private) and every seed, it t
 * the trajectory model (``federation.model.TrajectoryModel``): DP-SGD through the force's
   real training path (``client_force.training.train_round`` with a fresh ledger whose budget is
   that epsilon), or ``train_nonprivate`` for ``inf``;
-* the baseline: the exact logistic regression (``federation.baseline``) for ``inf``, and the
+* the baseline: the exact logistic regression (``research.baseline``) for ``inf``, and the
   same logistic model trained with DP-SGD (``federation.model.SummaryLogistic``) for finite
   epsilon;
 
@@ -44,12 +44,12 @@ import pyarrow.parquet as pq
 import torch
 
 from client_force.training import NONPRIVATE_TRAINING, TrainingConfig, train_nonprivate, train_round
-from federation.baseline import fit_logistic
 from federation.features import ExampleSet, build_examples, split_examples
 from federation.metrics import evaluate_scores
 from federation.model import ModelConfig, SummaryLogistic, TrajectoryModel, predict_scores
 from privacy.dp.config import DPConfig
 from privacy.dp.ledger import PrivacyLedger
+from research.baseline import fit_logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "utility.md"
@@ -70,7 +70,7 @@ def ensure_world(world: Path) -> Path:
     """Generate the default synthetic world into ``world`` unless one is already there."""
     if (world / "world.json").exists():
         return world
-    from federation.synth import DEFAULT_WORLD, generate_world
+    from research.synth import DEFAULT_WORLD, generate_world
 
     print(f"generating DEFAULT_WORLD into {world} ...", flush=True)
     generate_world(DEFAULT_WORLD, world)

@@ -1,6 +1,6 @@
 """One force in a simulated study: the operations a force's staff would run, as one object.
 
-The study runner (``federation.study``) loads this class by reference and drives one instance
+The study runner (``research.study``) loads this class by reference and drives one instance
 per force: create the store, ingest the export, load the conviction log, purge as of the study
 date, train alone (local-only), evaluate a model on the force's held-out vehicles, and hand out
 training examples for the non-private pooled counterfactual. What comes back to the runner is

@@ -6,7 +6,7 @@ an unstandardised model spent its whole training budget on scale and bias and ba
 the training set (held-out PR-AUC 0.05 versus 0.5 standardised, non-private, pooled default
 world). Estimating the statistics from a force's data would be an un-accounted release, and
 forces would each get different ones; so they are constants, computed once from the
-synthetic default world (``federation.synth.DEFAULT_WORLD``, all six forces, 365-day window,
+synthetic default world (``research.synth.DEFAULT_WORLD``, all six forces, 365-day window,
 ``max_reads=128``) -- public data -- rounded, and frozen here. Both sides of the federation
 therefore agree on them by construction, like any other part of the model definition.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, mannwhitneyu
 
-from privacy.audit import (
+from research.audit import (
     clopper_pearson,
     empirical_epsilon,
     epsilon_at_threshold,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privacy.audit import (
+from research.audit import (
     lira_scores,
     logit_confidence,
     loss_scores,

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 
 from flower_world import FlowerWorld, build_force
 
-from client_force.audit import AuditConfig, TrainingRecipe, audit_model
 from client_force.force_dataset import ForceDataset, load_force_dataset
 from client_force.training import TrainingConfig, train_round
 from federation.features import concat_examples
@@ -30,6 +29,7 @@ from federation.model import TrajectoryModel
 from privacy.dp.config import DPConfig, max_delta
 from privacy.dp.ledger import PrivacyLedger
 from privacy.keys import MasterSecretSource
+from research.audit.membership import AuditConfig, TrainingRecipe, audit_model
 from retention.store import ForceStore
 
 SHADOWS = 8

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from client_force.privacy_cli import app
-from privacy.audit.md5_vector import md5_first64, md5_words
-from privacy.audit.plate_space import blocks, sample_plates, space_size
-from privacy.audit.reid import enumerate_md5, run_demo, unkeyed_md5
 from privacy.plates import FORMATS, classify_vrm, iter_plates, plate_space_size
+from research.audit.cli import app
+from research.audit.md5_vector import md5_first64, md5_words
+from research.audit.plate_space import blocks, sample_plates, space_size
+from research.audit.reid import enumerate_md5, run_demo, unkeyed_md5
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,4 +1,4 @@
-"""A whole national deployment on 127.0.0.1, driven by ``federation.deploy``'s own plan.
+"""A whole national deployment on 127.0.0.1, driven by ``deployment``'s own plan.
 
 :class:`LoopbackDeployment` generates the TLS material (``write_tls_material``) and one
 SuperNode key pair per force (``write_node_keys``), builds a :class:`DeploymentPlan` with free
@@ -35,9 +35,9 @@ from pathlib import Path
 import httpx
 from processes import Processes, Started
 
-from federation.deploy.certs import TlsFiles, write_tls_material
-from federation.deploy.node_keys import NodeKeyPair, write_node_keys
-from federation.deploy.plan import DeploymentPlan, ForceNode
+from deployment.certs import TlsFiles, write_tls_material
+from deployment.node_keys import NodeKeyPair, write_node_keys
+from deployment.plan import DeploymentPlan, ForceNode
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""``federation.deploy`` without a running Flower: certificates checked by real TLS handshakes,
+"""``deployment`` without a running Flower: certificates checked by real TLS handshakes,
 node keys checked by Flower's own loaders and signatures, plans checked by Flower's own
 parsers, and the ``anprfed deploy`` commands."""
 
@@ -29,23 +29,23 @@ from flwr.supercore.primitives.asymmetric import (
 from typer.testing import CliRunner
 
 from client_force.node_settings import resolve_node_store
-from federation.deploy.certs import (
+from deployment.certs import (
     CertificateError,
     TlsFiles,
     describe_certificate,
     parse_hosts,
     write_tls_material,
 )
-from federation.deploy.cli import app
-from federation.deploy.files import DeployFileError
-from federation.deploy.node_keys import (
+from deployment.cli import app
+from deployment.files import DeployFileError
+from deployment.node_keys import (
     NodeKeyError,
     check_force_names,
     check_private_key,
     load_public_key,
     write_node_keys,
 )
-from federation.deploy.plan import PlanError, build_plan, parse_run_config
+from deployment.plan import PlanError, build_plan, parse_run_config
 from federation.flower_settings import FlowerSettings
 
 runner = CliRunner()

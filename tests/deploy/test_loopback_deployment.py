@@ -2,7 +2,7 @@
 
 One test, in stages (one SuperLink start and three registrations serve them all):
 
-1. **Set-up as planned**: certificates and node keys from ``federation.deploy``; the SuperLink
+1. **Set-up as planned**: certificates and node keys from ``deployment``; the SuperLink
    started with ``--ssl-*`` and ``--enable-supernode-auth``; each force's public key
    registered with ``flwr supernode register``; each force's ``flower-supernode`` pointed at its
    own store through its node config. Every command line is the plan's.
@@ -50,8 +50,8 @@ from loopback import LoopbackDeployment, free_port
 from processes import Processes
 
 from client_force.client_app import make_client_app
-from federation.deploy.certs import write_tls_material
-from federation.deploy.plan import ForceNode
+from deployment.certs import write_tls_material
+from deployment.plan import ForceNode
 from federation.flower_settings import FlowerSettings
 from privacy.keys import MasterSecretSource
 from retention.store import ForceStore

@@ -11,10 +11,10 @@ import sys
 
 from client_force.training import TrainingConfig, train_round
 from federation.features import align_labels, build_examples
-from federation.features.toyworld import make_toy_world
 from federation.model import ModelConfig, TrajectoryModel
 from privacy.dp.config import DPConfig
 from privacy.dp.ledger import PrivacyBudgetExceeded, PrivacyLedger
+from research.synth.toyworld import make_toy_world
 
 
 def main() -> int:

@@ -20,11 +20,11 @@ from client_force.training import (
     train_round,
 )
 from federation.features import align_labels, build_examples, split_examples
-from federation.features.toyworld import make_toy_world
 from federation.model import ModelConfig, TrajectoryModel, get_weights
 from privacy.dp.config import DPConfig, DPConfigError
 from privacy.dp.crosscheck import crosscheck_ledger
 from privacy.dp.ledger import PrivacyBudgetExceeded, PrivacyLedger
+from research.synth.toyworld import make_toy_world
 
 SCRIPT = Path(__file__).with_name("_round_in_subprocess.py")
 

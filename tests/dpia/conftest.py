@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from run_fixture import build_run_folder
 
-from client_force.dpia_cli import app as dpia_app
-from client_force.privacy_cli import app as privacy_app
+from research.audit.cli import app as privacy_app
+from research.dpia.cli import app as dpia_app
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """A small study results folder built from the real code paths, without the Flower engine.
 
-It has the layout and file formats of ``anprfed study run`` (``federation/study/runner.py``):
+It has the layout and file formats of ``anprfed study run`` (``research/study/runner.py``):
 ``manifest.json``, ``metrics``/``privacy_ledger``/``retention``/``ingest`` as CSV and JSON,
 ``plots/*.png``, ``world/world.json`` counts, ``server/<design>-eps<e>-ret<w>d/`` with the
 national server's ``status.json`` and checkpoints, ``stores/retention-<w>d/<force>/`` and
@@ -13,8 +13,8 @@ national server's ``status.json`` and checkpoints, ``stores/retention-<w>d/<forc
   FedAvg does, with the server's real ``RunOutputs`` writing status and checkpoints (the
   Flower engine itself is skipped: it costs a minute of Ray start-up per test session);
 * the pooled design: the real non-private training on all forces' training vehicles;
-* metrics from ``federation.study.evaluation``, retention rows from
-  ``federation.study.retention_outcome``, plots from ``federation.study.plots``.
+* metrics from ``research.study.evaluation``, retention rows from
+  ``research.study.retention_outcome``, plots from ``research.study.plots``.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from federation.contract import EgressContract
 from federation.features import concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, get_weights, predict_scores, set_weights
-from federation.study.evaluation import ForceScores, evaluate_design, pr_curve
-from federation.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
-from federation.study.results import package_versions, write_json, write_table
-from federation.study.retention_outcome import OffenderReads, retention_outcome
-from federation.study.spec import DPSpec, RetentionSpec, StudySpec, TrainingSpec, WorldSpec
 from privacy.keys import MasterSecretSource
+from research.study.evaluation import ForceScores, evaluate_design, pr_curve
+from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from research.study.results import package_versions, write_json, write_table
+from research.study.retention_outcome import OffenderReads, retention_outcome
+from research.study.spec import DPSpec, RetentionSpec, StudySpec, TrainingSpec, WorldSpec
 from retention.policy import RetentionPolicy
 from retention.purge import run_purge
 from retention.store import ForceStore

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from headless_chromium import A4_CONTENT_WIDTH_PX, chromium_path, inspect_page
 
-from privacy.dpia.blocks import SECTION_IDS
+from research.dpia.blocks import SECTION_IDS
 
 CHECK = r"""
 (() => {

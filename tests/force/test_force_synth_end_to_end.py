@@ -11,9 +11,9 @@ import pytest
 
 from client_force.ingest import ingest_export
 from client_force.status import store_status
-from federation.synth.config import WorldConfig
-from federation.synth.world import generate_world
 from privacy.keys import MasterSecretSource
+from research.synth.config import WorldConfig
+from research.synth.world import generate_world
 from retention.store import ForceStore
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federation.baseline import fit_logistic, train_baseline
 from federation.features import align_labels, build_examples, split_examples
-from federation.features.toyworld import make_toy_world
 from federation.metrics import pr_auc
+from research.baseline import fit_logistic, train_baseline
+from research.synth.toyworld import make_toy_world
 
 
 def test_fit_reaches_the_penalised_optimum():

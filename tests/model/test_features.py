@@ -13,7 +13,7 @@ from federation.features import (
     build_examples,
     haversine_km,
 )
-from federation.features.toyworld import make_toy_world
+from research.synth.toyworld import make_toy_world
 
 R = READ_FEATURES.index
 S = SUMMARY_FEATURES.index

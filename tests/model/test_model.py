@@ -9,7 +9,6 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from federation.features import align_labels, build_examples, split_examples
-from federation.features.toyworld import make_toy_world
 from federation.metrics import pr_auc
 from federation.model import (
     ModelConfig,
@@ -22,6 +21,7 @@ from federation.model import (
     set_weights,
     weight_spec,
 )
+from research.synth.toyworld import make_toy_world
 
 
 def _examples(n_cameras: int, max_reads: int, seed: int = 0):

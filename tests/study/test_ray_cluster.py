@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from federation.study.ray_cluster import StudyRayCluster
+from research.study.ray_cluster import StudyRayCluster
 
 SHARED_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")
 

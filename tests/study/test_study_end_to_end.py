@@ -23,10 +23,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from canary import plant_canaries_parquet, scan_for, scan_text
 
-from federation.study import world as world_io
-from federation.study.runner import run_study
-from federation.study.spec import spec_from_dict
 from privacy.keys import MasterSecretSource
+from research.study import world as world_io
+from research.study.runner import run_study
+from research.study.spec import spec_from_dict
 from retention.store import ForceStore
 
 TINY = {

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from federation.study.evaluation import ForceScores, evaluate_design, pr_curve, score_row
+from research.study.evaluation import ForceScores, evaluate_design, pr_curve, score_row
 
 
 def test_perfect_ranking_has_no_false_alerts() -> None:

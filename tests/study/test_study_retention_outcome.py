@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 
-from federation.study.retention_outcome import OffenderReads, retention_outcome
+from research.study.retention_outcome import OffenderReads, retention_outcome
 
 
 def _reads(rows: list[tuple[str, str]]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.study.spec import SpecError, default_spec, default_spec_text, load_spec
+from research.study.spec import SpecError, default_spec, default_spec_text, load_spec
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -10,9 +10,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_study_end_to_end import TINY
 
-from federation.study.runner import run_study
-from federation.study.spec import spec_from_dict
 from privacy.keys import MasterSecretSource
+from research.study.runner import run_study
+from research.study.spec import spec_from_dict
 from retention.store import ForceStore
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from synth_worlds import SIGNATURES, SMALL
 
-from federation.synth.world import WorldModel, build_model, generate_world
+from research.synth.world import WorldModel, build_model, generate_world
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from federation.synth.config import WorldConfig
+from research.synth.config import WorldConfig
 
 #: Small world: 300 vehicles x 20 days, a few offenders.
 SMALL = WorldConfig(vehicles=300, days=20, prevalence=0.02, seed=5, start=date(2025, 3, 3))

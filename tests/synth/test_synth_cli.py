@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from federation.synth.cli import app
+from research.synth.cli import app
 
 runner = CliRunner()
 
@@ -61,7 +61,7 @@ def test_refuses_to_overwrite_without_flag(tmp_path: Path) -> None:
 
 def test_anprfed_entry_point_runs_synth(tmp_path: Path) -> None:
     out = tmp_path / "w"
-    entry = "from federation.cli import main; main()"
+    entry = "from research.cli import main; main()"
     cmd = [sys.executable, "-c", entry, "synth", "--vehicles", "40", "--days", "2",
            "--format", "csv", "--out", str(out), "-q"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "150"})

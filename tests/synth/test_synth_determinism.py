@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from federation.synth.config import WorldConfig
-from federation.synth.world import generate_world
+from research.synth.config import WorldConfig
+from research.synth.world import generate_world
 
 CFG = WorldConfig(vehicles=150, days=9, prevalence=0.05, seed=3)
 

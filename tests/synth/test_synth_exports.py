@@ -13,11 +13,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from synth_worlds import SMALL, read_all_reads
 
-from federation.synth.behaviours import BACKGROUND_BEHAVIOURS, OFFENCE_BEHAVIOURS
-from federation.synth.export import CAMERAS_SCHEMA, READS_SCHEMA
-from federation.synth.geography import build_geography
-from federation.synth.world import generate_world
 from privacy.plates import classify_vrm
+from research.synth.behaviours import BACKGROUND_BEHAVIOURS, OFFENCE_BEHAVIOURS
+from research.synth.export import CAMERAS_SCHEMA, READS_SCHEMA
+from research.synth.geography import build_geography
+from research.synth.world import generate_world
 
 FORCES = [f.slug for f in build_geography("north-west").forces]
 

@@ -7,10 +7,10 @@ import copy
 import numpy as np
 import pytest
 
-from federation.synth.geography import NODE_HUB, build_geography, haversine_km
-from federation.synth.network import MOBILE_STAY_DAYS, build_network
-from federation.synth.presets import PresetError, list_presets, load_preset
-from federation.synth.presets import validate_preset as validate
+from research.synth.geography import NODE_HUB, build_geography, haversine_km
+from research.synth.network import MOBILE_STAY_DAYS, build_network
+from research.synth.presets import PresetError, list_presets, load_preset
+from research.synth.presets import validate_preset as validate
 
 NW_FORCES = {
     "cheshire", "cumbria", "greater-manchester", "lancashire", "merseyside", "north-wales",

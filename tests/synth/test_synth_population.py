@@ -8,7 +8,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from federation.synth.behaviours import (
+from privacy.plates import classify_vrm
+from research.synth.behaviours import (
     DAYS_PER_MONTH,
     LAG_MAX_MONTHS,
     LAG_MEDIAN_MONTHS,
@@ -17,10 +18,9 @@ from federation.synth.behaviours import (
     VEHICLE_CLASSES,
     draw_conviction_lag_days,
 )
-from federation.synth.config import DEFAULT_WORLD, ConfigError, WorldConfig
-from federation.synth.tours import DAY_S, ChunkDays, offence_tours
-from federation.synth.world import build_model
-from privacy.plates import classify_vrm
+from research.synth.config import DEFAULT_WORLD, ConfigError, WorldConfig
+from research.synth.tours import DAY_S, ChunkDays, offence_tours
+from research.synth.world import build_model
 
 
 @pytest.mark.parametrize(

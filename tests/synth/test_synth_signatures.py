@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from synth_worlds import SIGNATURES, read_all_reads
 
-from federation.synth.behaviours import OFFENCE_BEHAVIOURS
-from federation.synth.world import WorldModel
+from research.synth.behaviours import OFFENCE_BEHAVIOURS
+from research.synth.world import WorldModel
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,43 @@
+"""Privacy audits: membership inference (loss threshold, LiRA), empirical epsilon bounds, and
+the re-identification demonstration against unkeyed MD5 pseudonyms.
+
+Pure numpy/scipy on arrays and callables: the force-side glue that loads a run's model and a
+force's data is ``research.audit.membership``.
+"""
+
+from research.audit.attacks import (
+    lira_scores,
+    logit_confidence,
+    loss_scores,
+    run_shadows,
+    shadow_assignment,
+)
+from research.audit.bounds import (
+    EpsilonBound,
+    clopper_pearson,
+    empirical_epsilon,
+    epsilon_at_threshold,
+    epsilon_from_rates,
+)
+from research.audit.report import LOW_FPRS, AttackResult, evaluate_attack
+from research.audit.roc import RocCurve, roc_auc, roc_curve, tpr_at_fpr
+
+__all__ = [
+    "LOW_FPRS",
+    "AttackResult",
+    "EpsilonBound",
+    "RocCurve",
+    "clopper_pearson",
+    "empirical_epsilon",
+    "epsilon_at_threshold",
+    "epsilon_from_rates",
+    "evaluate_attack",
+    "lira_scores",
+    "logit_confidence",
+    "loss_scores",
+    "roc_auc",
+    "roc_curve",
+    "run_shadows",
+    "shadow_assignment",
+    "tpr_at_fpr",
+]

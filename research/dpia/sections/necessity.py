@@ -1,0 +1,405 @@
+"""Section 4: necessity and proportionality (base rates, alternatives, disparity, retention)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from research.dpia import figures
+from research.dpia.blocks import (
+    Bullets,
+    Figure,
+    Heading,
+    Missing,
+    Para,
+    Part,
+    Section,
+    Table,
+)
+from research.dpia.run_folder import (
+    ALL_FORCES,
+    MANIFEST,
+    METRICS,
+    RETENTION,
+    WORLD,
+)
+from research.dpia.sections.facts import (
+    LFR_ARRESTS,
+    LFR_SCANNED,
+    LFR_SOURCE,
+    Facts,
+    eps_text,
+    person,
+)
+
+BASE_RATE_COLUMNS = (
+    ("pr_auc", "PR-AUC"),
+    ("tpr", "recall at operating point"),
+    ("precision_realistic", "precision (realistic prevalence)"),
+    ("alerts_per_tp_realistic", "alerts per true positive"),
+    ("false_alerts_per_million_realistic", "false alerts per million vehicles"),
+    ("vehicles_per_tp_realistic", "vehicles processed per true positive"),
+)
+
+
+def necessity(f: Facts, s: Section) -> dict[str, Any]:
+    run, book, sid = f.run, f.book, s.id
+    found: dict[str, Any] = {}
+    s.add(
+        person(
+            "lawful-basis",
+            "Controller, advised by the DPO",
+            "State the lawful basis and the law-enforcement purpose (DPA 2018 Part 3, "
+            "s.35), and, if any data is sensitive processing, the condition relied on.",
+        )
+    )
+    s.add(Heading("Does the processing achieve its purpose, and is there a less intrusive way?"))
+    designs = f.designs()
+    rows = []
+    for design in designs:
+        eps = "non-private" if design == "pooled" else eps_text(f.eps)
+        rows.append(
+            [design, eps]
+            + [
+                f.metric(sid, design, col, f"{design}: {label}", kind="number")
+                for col, label in BASE_RATE_COLUMNS
+            ]
+        )
+    prevalence = run.spec.get("evaluation", {}).get("realistic_prevalence")
+    s.add(
+        Table(
+            f"Base rates at the study's operating point (recall target "
+            f"{run.spec.get('evaluation', {}).get('recall', 'n/a')}), all forces' held-out "
+            f"vehicles, {f.window}-day retention, re-weighted to a realistic prevalence of "
+            f"{prevalence if prevalence is not None else 'n/a'}",
+            ["design", "epsilon", *(label for _, label in BASE_RATE_COLUMNS)],
+            rows,
+        )
+    )
+    fed = f.metric_row("federated")
+    if fed is not None and math.isfinite(float(fed.get("vehicles_per_tp_realistic", math.nan))):
+        lfr = book.add(
+            sid,
+            "LFR: people scanned per arrest",
+            LFR_SCANNED / LFR_ARRESTS,
+            LFR_SOURCE,
+            "144,366 / 8",
+            "count",
+        )
+        s.add(
+            Para(
+                [
+                    "Proportionality: at realistic prevalence the federated model processes ",
+                    f.metric(
+                        sid,
+                        "federated",
+                        "vehicles_per_tp_realistic",
+                        "federated: vehicles processed per true positive",
+                        kind="count",
+                    ),
+                    " vehicles and raises ",
+                    f.metric(
+                        sid,
+                        "federated",
+                        "alerts_per_tp_realistic",
+                        "federated: alerts per true positive",
+                    ),
+                    " alerts for every offending vehicle it finds, of which all but one are "
+                    "innocent "
+                    "vehicles. For comparison, the Metropolitan Police's live facial recognition "
+                    "deployments scanned ",
+                    lfr,
+                    " people per arrest. Each alert must be treated as "
+                    "intelligence to verify, never as grounds for action on its own.",
+                ]
+            )
+        )
+        found["alerts_per_tp"] = float(fed["alerts_per_tp_realistic"])
+        found["false_per_million"] = float(fed["false_alerts_per_million_realistic"])
+    if "local-only" in designs and "federated" in designs:
+        s.add(
+            Para(
+                [
+                    "Less intrusive alternative: each force alone (local-only, same DP budget) "
+                    "reaches "
+                    "PR-AUC ",
+                    f.metric(sid, "local-only", "pr_auc", "local-only: PR-AUC"),
+                    " against ",
+                    f.metric(sid, "federated", "pr_auc", "federated: PR-AUC"),
+                    " federated. The pooled national database reaches ",
+                    f.metric(sid, "pooled", "pr_auc", "pooled: PR-AUC")
+                    if "pooled" in designs
+                    else "n/a",
+                    " but is a non-private counterfactual: it is shown for reference and is not "
+                    "deployable.",
+                ]
+            )
+        )
+    notes = run.manifest.get("notes", [])
+    pooled_note = next((n for n in notes if "pooled" in n), None)
+    if pooled_note:
+        found["pooled_note"] = book.add(
+            sid,
+            "pooled design status",
+            pooled_note,
+            MANIFEST,
+            "derived from JSON pointer /notes: the entry that mentions pooled",
+            "text",
+        )
+        s.add(Para(["The run itself records: \u201c", found["pooled_note"], "\u201d."]))
+    for name, caption in (
+        ("pr_curves.png", "Precision-recall curves (held-out vehicles)"),
+        ("utility_vs_epsilon.png", "Utility against epsilon per design"),
+    ):
+        rel = f"plots/{name}"
+        if run.has(rel):
+            book.hash_file(rel)
+            book.hash_file(METRICS)
+            s.add(
+                Figure(
+                    id=f"fig-{name.removesuffix('.png').replace('_', '-')}",
+                    title=caption,
+                    png=(run.root / rel).read_bytes(),
+                    caption=f"Drawn by the study runner from {METRICS}.",
+                    sources=[rel, METRICS],
+                )
+            )
+    found.update(_disparity(f, s))
+    _retention_outcome(f, s)
+    s.add(Heading("Data minimisation, quality, information and rights"))
+    s.add(
+        Bullets(
+            [
+                [
+                    "Minimisation: the model sees location-free per-read features of retained "
+                    "reads only, "
+                    "capped per vehicle; nothing but model arrays and allowlisted scalars leaves a "
+                    "force."
+                ],
+                [
+                    "Function creep: the egress contract fixes what the server can receive; any "
+                    "other "
+                    "use of the model needs a new DPIA."
+                ],
+                [
+                    "Data quality: labels come from the conviction log, which lags offences by "
+                    "months; "
+                    "the retention table above shows how many positives deletion removes."
+                ],
+            ]
+        )
+    )
+    s.add(
+        person(
+            "info-rights",
+            "DPIA owner, advised by the DPO",
+            "How are individuals informed (privacy notice, force websites)? How are "
+            "their rights supported, and which exemptions apply? Which processors are "
+            "involved, and are there international transfers?",
+        )
+    )
+    return found
+
+
+def _disparity(f: Facts, s: Section) -> dict[str, Any]:
+    run, book, sid = f.run, f.book, s.id
+    found: dict[str, Any] = {}
+    design = "federated" if "federated" in f.designs() else (f.designs() or [""])[0]
+    world_forces = {}
+    if run.world:
+        for entry in run.world.get("counts", run.world).get("forces", []):
+            world_forces[str(entry.get("slug"))] = entry
+    s.add(Heading("Disparity between forces (urban against rural coverage)"))
+    rows, plot_rows = [], []
+    for force in run.forces:
+        row = f.metric_row(design, force)
+        if row is None:
+            continue
+        cams = world_forces.get(force)
+        cameras = (
+            None
+            if cams is None
+            else int(cams.get("cameras_fixed", 0)) + int(cams.get("cameras_mobile", 0))
+        )
+        idx = (
+            next(
+                (
+                    i
+                    for i, e in enumerate(run.world.get("counts", run.world).get("forces", []))
+                    if str(e.get("slug")) == force
+                ),
+                None,
+            )
+            if run.world
+            else None
+        )
+        cam_cell: Part = (
+            "n/a"
+            if cameras is None
+            else book.add(
+                sid,
+                f"{force}: cameras",
+                cameras,
+                WORLD,
+                f"derived from JSON pointers /counts/forces/{idx}/cameras_fixed and "
+                f"/counts/forces/{idx}/cameras_mobile: their sum",
+                "count",
+            )
+        )
+        rows.append(
+            [
+                force,
+                cam_cell,
+                f.metric(sid, design, "positives", f"{force}: held-out positives", force, "count"),
+                f.metric(sid, design, "tpr", f"{force}: recall", force),
+                f.metric(
+                    sid,
+                    design,
+                    "false_alerts_per_million_realistic",
+                    f"{force}: false alerts per million",
+                    force,
+                    "count",
+                ),
+            ]
+        )
+        plot_rows.append(
+            (
+                force,
+                cameras or 0,
+                float(row.get("tpr", math.nan)),
+                float(row.get("false_alerts_per_million_realistic", math.nan)),
+            )
+        )
+    if not rows:
+        s.add(Missing("per-force metrics", "run `anprfed study run`"))
+        return found
+    s.add(
+        Table(
+            f"Per-force results of the {design} model (held-out vehicles; realistic prevalence)",
+            ["force", "cameras", "held-out positives", "recall", "false alerts per million"],
+            rows,
+        )
+    )
+    plot_rows.sort(key=lambda r: r[1], reverse=True)
+    s.add(
+        Figure(
+            id="fig-disparity",
+            title="Disparity by force",
+            png=figures.disparity(
+                plot_rows, f"{design}: recall and false alerts by force (most cameras first)"
+            ),
+            caption="Forces ordered by camera count (a proxy for urban coverage, from "
+            "world/world.json).",
+            sources=[METRICS] + ([WORLD] if run.world else []),
+        )
+    )
+    valid = [r for r in plot_rows if math.isfinite(r[2]) and r[1] > 0]
+    undefined = [r[0] for r in plot_rows if not math.isfinite(r[2])]
+    if undefined:
+        s.add(
+            Para(
+                [
+                    ", ".join(undefined),
+                    " had no held-out positive, so recall (and the "
+                    "alert burden) is undefined there: too few offenders in one force to "
+                    "measure, let alone to learn from, which is the founding project's problem. "
+                    "The comparison below is between forces with positives.",
+                ]
+            )
+        )
+    if len(valid) >= 2 and run.world:
+        urban, rural = valid[0], valid[-1]
+        ratio_fa = (urban[3] / rural[3]) if rural[3] > 0 else math.inf
+        found["disparity_recall_gap"] = abs(urban[2] - rural[2])
+        found["disparity_fa_ratio"] = ratio_fa
+        s.add(
+            Para(
+                [
+                    "Most urban coverage: ",
+                    urban[0],
+                    f" ({urban[1]} cameras); most rural: ",
+                    rural[0],
+                    f" ({rural[1]} cameras). Recall differs by ",
+                    book.add(
+                        sid,
+                        "recall gap urban - rural",
+                        urban[2] - rural[2],
+                        METRICS,
+                        f"column tpr: force={urban[0]} minus force={rural[0]} ({design})",
+                    ),
+                    " and false alerts per million by a factor of ",
+                    book.add(
+                        sid,
+                        "false-alert ratio urban / rural",
+                        ratio_fa,
+                        METRICS,
+                        f"column false_alerts_per_million_realistic: force={urban[0]} / "
+                        f"force={rural[0]} ({design})",
+                        "ratio",
+                    ),
+                    ". Rural forces see fewer reads per vehicle and few positives, so their "
+                    "figures "
+                    "are the least certain; a deployment must monitor them (Equality Act 2010 "
+                    "s.149).",
+                ]
+            )
+        )
+    return found
+
+
+def _retention_outcome(f: Facts, s: Section) -> None:
+    run, book, sid = f.run, f.book, s.id
+    ret = run.retention
+    s.add(Heading("Retention: what rolling deletion costs the model"))
+    if ret.empty:
+        s.add(Missing("retention outcome (retention.csv)", "run `anprfed study run`"))
+        return
+    rows = []
+    for _, r in ret[ret["force"] == ALL_FORCES].iterrows():
+        days = int(r["retention_days"])
+        loc = f"row retention_days={days}, force=all forces; column "
+        rows.append(
+            [f"{days} days"]
+            + [
+                book.add(sid, f"{days}d: {col}", r[col], RETENTION, loc + col, "count")
+                for col in (
+                    "offenders_seen",
+                    "convicted_by_study_date",
+                    "conviction_arrived_while_held",
+                    "lost_to_deletion_before_conviction",
+                    "usable_positives_at_study_date",
+                    "not_yet_convicted",
+                )
+                if col in r
+            ]
+        )
+    s.add(
+        Table(
+            "Planted offenders and their convictions against the retention window (all forces)",
+            [
+                "retention",
+                "offenders seen",
+                "convicted by study date",
+                "conviction arrived while reads held",
+                "lost to deletion first",
+                "usable positives",
+                "not yet convicted",
+            ],
+            rows,
+        )
+    )
+    rel = "plots/retention_outcome.png"
+    if run.has(rel):
+        book.hash_file(rel)
+        s.add(
+            Figure(
+                id="fig-retention",
+                title="Retention outcome",
+                png=(run.root / rel).read_bytes(),
+                caption=f"Drawn by the study runner from {RETENTION}.",
+                sources=[rel, RETENTION],
+            )
+        )
+
+
+# ------------------------------------------------------------------------------ section 5

@@ -1,0 +1,281 @@
+"""The study spec: a TOML file that names the world, the designs, DP and retention settings.
+
+``load_spec(path)`` reads and validates a spec; ``default_spec()`` returns the built-in default
+scenario (``research/study/default_study.toml``). Every validation error names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DESIGNS = ("local-only", "federated", "pooled")
+STRATEGIES = ("fedavg", "fedprox")
+
+
+class SpecError(ValueError):
+    """A study spec that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Which synthetic world to generate (see ``anprfed synth``)."""
+
+    preset: str = "north-west"
+    vehicles: int = 4000
+    days: int = 900
+    start: date = date(2024, 1, 1)
+    prevalence: float = 0.03
+    seed: int = 7
+
+    @property
+    def end(self) -> date:
+        """The last simulated day (inclusive)."""
+        return self.start + timedelta(days=self.days - 1)
+
+
+@dataclass(frozen=True)
+class DPSpec:
+    """Differential-privacy target per force per study, and the epsilon sweep."""
+
+    epsilon: float = 4.0
+    delta: float | None = None  # None: 1 / (10 x the force's training vehicles)
+    max_grad_norm: float = 1.0
+    epsilon_sweep: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Rounds, local epochs and optimiser settings shared by every design."""
+
+    rounds: int = 5
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.003
+    max_reads: int = 96
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.0
+    round_timeout_s: float = 600.0
+    secure_aggregation: bool = False
+
+
+@dataclass(frozen=True)
+class RetentionSpec:
+    """Retention window applied by the purge before training, and its sweep."""
+
+    max_age_days: int = 365
+    sweep: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """How results are judged: held-out share and the realistic prevalence to re-weight to."""
+
+    test_fraction: float = 0.3
+    realistic_prevalence: float = 1 / 400
+    recall: float = 0.5
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a study run needs; serialisable back to TOML-compatible data."""
+
+    name: str = "default"
+    seed: int = 7
+    world: WorldSpec = field(default_factory=WorldSpec)
+    designs: tuple[str, ...] = DESIGNS
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    dp: DPSpec = field(default_factory=DPSpec)
+    retention: RetentionSpec = field(default_factory=RetentionSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    study_date: date | None = None  # None: the day after the world's last day
+
+    @property
+    def as_of(self) -> date:
+        """The date the study is run on: purges and labels are as of this day."""
+        return self.study_date or (self.world.end + timedelta(days=1))
+
+    def epsilons(self) -> tuple[float, ...]:
+        """The epsilon sweep with the main target ``dp.epsilon`` always in it, ascending."""
+        return tuple(sorted({*self.dp.epsilon_sweep, self.dp.epsilon}))
+
+    def retention_windows(self) -> tuple[int, ...]:
+        """The retention sweep with the main window ``max_age_days`` always in it, longest first."""
+        return tuple(sorted({*self.retention.sweep, self.retention.max_age_days}, reverse=True))
+
+    def sweep_points(self) -> list[tuple[int, float]]:
+        """(retention days, epsilon) pairs to run, one factor at a time.
+
+        The epsilon sweep runs at the main retention window (``retention.max_age_days``) and
+        the retention sweep at the main epsilon (``dp.epsilon``), so a sweep of E epsilons and
+        R windows costs E + R - 1 runs per design rather than E x R.
+        """
+        main_window, main_eps = self.retention.max_age_days, self.dp.epsilon
+        points = [(main_window, eps) for eps in self.epsilons()]
+        points += [(w, main_eps) for w in self.retention_windows() if w != main_window]
+        return points
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the manifest (dates as ISO strings, inf as the string "inf")."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return value
+
+
+_SECTIONS: dict[str, type] = {
+    "world": WorldSpec,
+    "training": TrainingSpec,
+    "dp": DPSpec,
+    "retention": RetentionSpec,
+    "evaluation": EvaluationSpec,
+}
+
+
+def _coerce(where: str, name: str, value: Any, default: Any) -> Any:
+    """Convert a TOML value to the type of the field's default, naming the field on failure."""
+    field_name = f"{where}.{name}" if where else name
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            return value
+        if isinstance(default, date) or name in ("start", "study_date"):
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
+        if isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise TypeError("expected a list")
+            kind = int if name == "sweep" else (float if "epsilon" in name else str)
+            return tuple(_number(v, kind) if kind is not str else str(v) for v in value)
+        if isinstance(default, int):
+            return _number(value, int)
+        if isinstance(default, float) or default is None:
+            return _number(value, float)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"field `{field_name}`: {exc}") from None
+
+
+def _number(value: Any, kind: type) -> Any:
+    if isinstance(value, str) and value.lower() in ("inf", "infinity", "non-private"):
+        if kind is int:
+            raise ValueError("expected a whole number")
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if kind is int:
+        if float(value) != int(value):
+            raise ValueError("expected a whole number")
+        return int(value)
+    return float(value)
+
+
+def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
+    defaults = cls()
+    known = {f for f in asdict(defaults)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"unknown field(s) in [{where}]: {', '.join(unknown)}")
+    values = {k: _coerce(where, k, v, getattr(defaults, k)) for k, v in data.items()}
+    return replace(defaults, **values)
+
+
+def spec_from_dict(data: dict[str, Any]) -> StudySpec:
+    """Build and validate a spec from parsed TOML data."""
+    top_known = {"name", "seed", "designs", "study_date", *_SECTIONS}
+    unknown = sorted(set(data) - top_known)
+    if unknown:
+        raise SpecError(f"unknown top-level field(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        raw = data.get(section, {})
+        if not isinstance(raw, dict):
+            raise SpecError(f"`{section}` must be a table ([{section}])")
+        kwargs[section] = _build(cls, section, raw)
+    if "name" in data:
+        kwargs["name"] = str(data["name"])
+    if "seed" in data:
+        kwargs["seed"] = _coerce("", "seed", data["seed"], 0)
+    if "study_date" in data:
+        kwargs["study_date"] = _coerce("", "study_date", data["study_date"], date.today())
+    if "designs" in data:
+        designs = data["designs"]
+        if not isinstance(designs, list) or not designs:
+            raise SpecError("field `designs`: expected a non-empty list")
+        kwargs["designs"] = tuple(str(d) for d in designs)
+    spec = StudySpec(**kwargs)
+    validate(spec)
+    return spec
+
+
+def validate(spec: StudySpec) -> None:
+    """Raise ``SpecError`` naming the first field whose value cannot be used."""
+    checks: list[tuple[bool, str]] = [
+        (all(d in DESIGNS for d in spec.designs), f"`designs` must be among {DESIGNS}"),
+        (spec.world.vehicles >= 50, "`world.vehicles` must be at least 50"),
+        (spec.world.days >= 7, "`world.days` must be at least 7"),
+        (0 < spec.world.prevalence < 0.5, "`world.prevalence` must be in (0, 0.5)"),
+        (spec.training.rounds >= 1, "`training.rounds` must be at least 1"),
+        (spec.training.local_epochs >= 1, "`training.local_epochs` must be at least 1"),
+        (spec.training.batch_size >= 1, "`training.batch_size` must be at least 1"),
+        (spec.training.learning_rate > 0, "`training.learning_rate` must be positive"),
+        (spec.training.max_reads >= 4, "`training.max_reads` must be at least 4"),
+        (spec.training.strategy in STRATEGIES, f"`training.strategy` must be in {STRATEGIES}"),
+        (spec.training.proximal_mu >= 0, "`training.proximal_mu` must be >= 0"),
+        (spec.training.round_timeout_s > 0, "`training.round_timeout_s` must be positive"),
+        (
+            all(0 < e < math.inf for e in spec.epsilons()),
+            "`dp.epsilon` and `dp.epsilon_sweep` values must be positive and finite (the "
+            "non-private reference is the `pooled` design)",
+        ),
+        (spec.dp.delta is None or 0 < spec.dp.delta < 1, "`dp.delta` must be in (0, 1)"),
+        (spec.dp.max_grad_norm > 0, "`dp.max_grad_norm` must be positive"),
+        (all(w >= 1 for w in spec.retention_windows()), "`retention` windows must be >= 1 day"),
+        (0 < spec.evaluation.test_fraction < 1, "`evaluation.test_fraction` must be in (0, 1)"),
+        (
+            0 < spec.evaluation.realistic_prevalence < 1,
+            "`evaluation.realistic_prevalence` must be in (0, 1)",
+        ),
+        (0 < spec.evaluation.recall < 1, "`evaluation.recall` must be in (0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SpecError(message)
+
+
+def load_spec(path: Path) -> StudySpec:
+    """Read a study spec from a TOML file; errors name the file and the field."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such study spec") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return spec_from_dict(data)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+
+
+def default_spec_text() -> str:
+    """The built-in default scenario as TOML text (also the documented example)."""
+    return resources.files("research.study").joinpath("default_study.toml").read_text("utf-8")
+
+
+def default_spec() -> StudySpec:
+    """The built-in default scenario."""
+    return spec_from_dict(tomllib.loads(default_spec_text()))
