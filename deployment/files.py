@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from safefiles import atomic_write_bytes
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -29,20 +29,7 @@ def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
 
 def write_file(path: Path, data: bytes, mode: int) -> Path:
     """Write ``data`` to ``path`` atomically with permissions ``mode`` (set before any byte)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(Path(path), data, mode)
 
 
 def read_file(path: Path, what: str) -> bytes:

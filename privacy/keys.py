@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from safefiles import atomic_write_bytes
+
 MASTER_SECRET_BYTES = 32
 PASSPHRASE_ENV = "ANPRFED_PASSPHRASE"
 KEY_FILE_ENV = "ANPRFED_KEY_FILE"
@@ -170,27 +172,6 @@ class MasterKey:
         return self._secret
 
 
-def _atomic_write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) atomically: tmp + fsync + rename + fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class MasterSecretSource:
     """Where a force's master secret comes from: a passphrase or an operator-held key file.
 
@@ -263,7 +244,7 @@ class MasterSecretSource:
         if self.key_file is not None:
             if self.key_file.exists():
                 raise KeyMaterialError(f"key file {self.key_file} already exists; not overwriting")
-            _atomic_write_private(self.key_file, master.raw_for_key_file().hex().encode() + b"\n")
+            atomic_write_bytes(self.key_file, master.raw_for_key_file().hex().encode() + b"\n")
             meta: dict[str, Any] = {"mode": "key-file", "check": master.check_value()}
         else:
             assert self._passphrase is not None
@@ -277,7 +258,7 @@ class MasterSecretSource:
                 "nonce": base64.b64encode(nonce).decode("ascii"),
                 "ciphertext": base64.b64encode(ct).decode("ascii"),
             }
-        _atomic_write_private(
+        atomic_write_bytes(
             keys_dir / self.WRAPPED_NAME, json.dumps(meta, indent=1).encode("utf-8")
         )
         return master, public_protection_info(meta)

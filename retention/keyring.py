@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from privacy.aead import SealedBlobError, unwrap_key, wrap_key
-from retention.atomic_files import atomic_write_bytes
+from safefiles.atomic import atomic_write_bytes
 
 KEYRING_VERSION = 1
 DATA_KEY_BYTES = 32

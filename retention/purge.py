@@ -32,11 +32,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
-from retention.atomic_files import fsync_dir
 from retention.keyring import derived_scope
 from retention.lock import store_lock
 from retention.policy import RetentionPolicy, expired_days, to_utc
 from retention.purge_log import LogEntry, PurgeLog
+from safefiles.atomic import fsync_dir
 
 #: The steps at which a test can kill a purge, in execution order.
 FAULT_STEPS = (

@@ -43,7 +43,6 @@ import pyarrow.parquet as pq
 from privacy.aead import SealedBlobError, open_sealed, read_header, seal
 from privacy.keys import KeyMaterialError, MasterKey, MasterSecretSource
 from privacy.pseudonym import VrmPseudonymiser, rekey_pseudonym_blocks, rekey_pseudonyms
-from retention.atomic_files import atomic_write_bytes, fsync_dir, remove_file, stale_temp_files
 from retention.keyring import (
     Keyring,
     KeyringError,
@@ -54,6 +53,7 @@ from retention.keyring import (
 )
 from retention.lock import store_lock
 from retention.read_block import READS_SCHEMA, ReadBlock
+from safefiles.atomic import atomic_write_bytes, fsync_dir, remove_file, stale_temp_files
 
 __all__ = [
     "LABELS_SCHEMA",

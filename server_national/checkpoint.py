@@ -7,13 +7,13 @@ atomic (temporary file, fsync, rename) so a crash never leaves a half-written ch
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord
+
+from safefiles import atomic_write_bytes
 
 FINAL_NAME = "final.npz"
 
@@ -37,18 +37,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays_of(arrays))
-    target = directory / name
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_bytes(directory / name, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, np.ndarray]:

@@ -17,9 +17,6 @@ Nothing in here holds reply content beyond the allowlisted metrics and aggregate
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from typing import Any
 from flwr.app import ArrayRecord
 
 from federation.contract import EgressContract
+from safefiles import atomic_write_json
 from server_national.checkpoint import FINAL_NAME, round_checkpoint_name, save_checkpoint
 from server_national.egress_guard import Failure, Rejection
 from server_national.ledger_view import LedgerView
@@ -39,19 +37,8 @@ LEDGER_FILE = "ledger.json"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1, sort_keys=False, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` as JSON to ``path`` atomically (``safefiles``)."""
+    atomic_write_json(path, payload, mode=0o644)
 
 
 class RunOutputs:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from typing import Any
 
 from privacy.dp.accountant import Mechanism, epsilon_for
 from privacy.dp.config import DEFAULT_ORDERS
+from safefiles import atomic_write_text
 
 FORMAT = "anprfed-privacy-ledger/1"
 GENESIS = "0" * 64
@@ -142,26 +142,6 @@ def _render(data: dict[str, Any]) -> str:
     return "{\n" + ",\n".join([*header, f' "entries": {body}']) + "\n}\n"
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(_render(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class PrivacyLedger:
     """The persistent accountant history and budget of one force (see module docstring)."""
 
@@ -235,15 +215,17 @@ class PrivacyLedger:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _write(self) -> None:
-        _atomic_write_json(
+        atomic_write_text(
             self.path,
-            {
-                "format": FORMAT,
-                "unit_of_privacy": "vehicle",
-                "accountant": "rdp",
-                "epsilon_budget": self.epsilon_budget,
-                "entries": [e.to_dict() for e in self._entries],
-            },
+            _render(
+                {
+                    "format": FORMAT,
+                    "unit_of_privacy": "vehicle",
+                    "accountant": "rdp",
+                    "epsilon_budget": self.epsilon_budget,
+                    "entries": [e.to_dict() for e in self._entries],
+                },
+            ),
         )
 
     def refresh(self) -> None:

@@ -15,8 +15,8 @@ from force_export_factory import Export, MessyExport, make_export, make_messy_ex
 from client_force.export_reader import ExportReadError, iter_export
 from client_force.ingest import IngestError, ingest_export
 from client_force.validation import REASONS
-from retention import atomic_files
 from retention.store import ForceStore
+from safefiles import atomic as atomic_files
 
 AS_OF = datetime(2024, 6, 2, tzinfo=UTC)  # the end of 2024-06-01
 

@@ -11,9 +11,9 @@ from force_export_factory import Export
 from client_force.ingest import ingest_export
 from client_force.labels import ingest_labels_frame
 from privacy.pseudonym import VrmPseudonymiser
-from retention import atomic_files
 from retention.keyring import epoch_scope
 from retention.store import ForceStore, RotationIncompleteError
+from safefiles import atomic as atomic_files
 
 AS_OF = datetime(2024, 6, 2, tzinfo=UTC)
 
