@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
-from pandas._libs import hashtable as _ht
 
 from retention.store import ForceStore
 
@@ -52,7 +52,7 @@ def store_status(store: ForceStore) -> StoreStatus:
     pseudonym, exact unless two of the n vehicles collide (probability below n^2 / 2^65).
     """
     days = store.days()
-    seen = _ht.UInt64HashTable(1 << 16)
+    seen = _DistinctCounter()
     reads = 0
     oldest = newest = None
     for day in days:
@@ -62,7 +62,7 @@ def store_status(store: ForceStore) -> StoreStatus:
         reads += len(block)
         with np.errstate(over="ignore"):
             folded = block.vehicle_hi ^ (block.vehicle_lo * _MIX)
-        seen.map_locations(np.unique(folded))
+        seen.add(folded)
         lo, hi = int(block.read_at.min()), int(block.read_at.max())
         oldest = lo if oldest is None else min(oldest, lo)
         newest = hi if newest is None else max(newest, hi)
@@ -79,7 +79,7 @@ def store_status(store: ForceStore) -> StoreStatus:
         oldest_read=_iso(oldest),
         newest_read=_iso(newest),
         reads=reads,
-        vehicles=len(seen),
+        vehicles=seen.count(),
         cameras=len(store.read_cameras()),
         quarantine_days=len(q_days),
         quarantine_files=q_files,
@@ -88,6 +88,32 @@ def store_status(store: ForceStore) -> StoreStatus:
         keys_in_keyring=len(store.keyring.entries()),
         bytes=store.bytes_on_disk(),
     )
+
+
+class _DistinctCounter:
+    """Counts distinct uint64 values fed in chunks (``pandas.unique``, amortised merges)."""
+
+    def __init__(self) -> None:
+        self._unique = np.empty(0, dtype=np.uint64)
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Add a chunk of values."""
+        chunk = pd.unique(values)
+        self._pending.append(chunk)
+        self._pending_rows += len(chunk)
+        if self._pending_rows > max(1 << 20, len(self._unique)):
+            self._merge()
+
+    def _merge(self) -> None:
+        self._unique = pd.unique(np.concatenate([self._unique, *self._pending]))
+        self._pending, self._pending_rows = [], 0
+
+    def count(self) -> int:
+        """How many distinct values were added."""
+        self._merge()
+        return len(self._unique)
 
 
 def _iso(micros: int | None) -> str | None:

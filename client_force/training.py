@@ -101,7 +101,8 @@ class RoundResult:
         }
 
 
-def _dataset(examples: ExampleSet, y: np.ndarray) -> TensorDataset:
+def tensor_dataset(examples: ExampleSet, y: np.ndarray) -> TensorDataset:
+    """The examples and their labels as a torch ``TensorDataset`` (seqs, mask, summary, y)."""
     seqs, mask, summary = example_tensors(examples)
     return TensorDataset(seqs, mask, summary, torch.from_numpy(y.astype(np.float32)))
 
@@ -160,7 +161,7 @@ def train_round(
     prior = [e.mechanism for e in ledger.entries[: entry.seq]]
     result = run_dp_sgd(
         model,
-        _dataset(examples, y),
+        tensor_dataset(examples, y),
         prior_history=prior,
         noise_multiplier=sigma,
         sample_rate=dp.sample_rate,
@@ -201,7 +202,10 @@ def train_nonprivate(
     y = align_labels(examples.vehicles, labels)
     generator = make_generator(training.seed)
     loader = DataLoader(
-        _dataset(examples, y), batch_size=training.batch_size, shuffle=True, generator=generator
+        tensor_dataset(examples, y),
+        batch_size=training.batch_size,
+        shuffle=True,
+        generator=generator,
     )
     work = copy.deepcopy(model)
     work.train()

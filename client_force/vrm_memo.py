@@ -1,7 +1,7 @@
 """Per-ingest memo: classify and keyed-hash each distinct VRM once per export, not per read.
 
 Two levels, both keyed by a lossless 64-bit packing of short strings (:func:`pack_short_strings`)
-and numbered by persistent hash tables (pandas' ``UInt64HashTable``) that live across
+and numbered by persistent hash-indexed tables (``pandas.Index`` segments) that live across
 chunks:
 
 1. raw value -> normalised value: each distinct *raw* spelling is normalised once;
@@ -18,10 +18,10 @@ distinct raw values it is cleared, which costs only re-hashing.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
-from pandas._libs import hashtable as _ht
 
 from privacy.plates import PLATE_REGEXES, normalise_vrms, reject_reasons
 from privacy.pseudonym import VrmPseudonymiser
@@ -85,24 +85,42 @@ class _Grow:
 class _Numbering:
     """Numbers uint64 keys 0, 1, 2, ... in order of first appearance, across many calls.
 
-    A pandas ``UInt64HashTable`` keeps key -> number; each call passes a fresh vector for the
-    new keys, so the cost of a call is proportional to its input, not to the table (pandas'
-    own ``UInt64Factorizer`` copies all its uniques on every call).
+    Known keys live in a few ``pandas.Index`` segments (each with its own hash engine) holding
+    consecutive numbers; new keys are numbered with ``pandas.factorize`` and added as a segment,
+    and segments of similar size are merged, so a call costs its input times the number of
+    segments (logarithmic in the table) and the table is rebuilt only O(log n) times.
     """
 
     def __init__(self) -> None:
-        self._table = _ht.UInt64HashTable(1 << 16)
+        self._segments: list[tuple[int, pd.Index]] = []  # (first number, keys in number order)
         self.count = 0
 
     def __call__(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Numbers of ``keys`` and the positions of the first occurrences of new keys."""
-        prior = self.count
-        fresh = _ht.UInt64Vector()
-        labels = self._table.get_labels(keys, fresh, prior, -1).astype(np.int64)
-        self.count += len(fresh.to_array())
-        # new keys are numbered in order of first appearance
-        running = np.maximum.accumulate(np.concatenate([[prior - 1], labels]))[:-1]
-        return labels, np.flatnonzero(labels > running)
+        keys = np.asarray(keys, dtype=np.uint64)
+        labels = np.empty(len(keys), dtype=np.int64)
+        rest = np.arange(len(keys))
+        for base, index in reversed(self._segments):
+            if not len(rest):
+                break
+            found = index.get_indexer(keys[rest])
+            hit = found >= 0
+            labels[rest[hit]] = base + found[hit]
+            rest = rest[~hit]
+        if not len(rest):
+            return labels, rest
+        codes, uniques = pd.factorize(keys[rest])
+        labels[rest] = self.count + codes
+        running = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]]))
+        first = rest[codes > running]
+        self._segments.append((self.count, pd.Index(np.asarray(uniques, dtype=np.uint64))))
+        self.count += len(uniques)
+        while len(self._segments) > 1 and len(self._segments[-2][1]) <= 2 * len(
+            self._segments[-1][1]
+        ):
+            (base, older), (_, newer) = self._segments[-2:]
+            self._segments[-2:] = [(base, older.append(newer))]
+        return labels, first
 
 
 class VrmMemo:

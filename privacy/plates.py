@@ -292,7 +292,9 @@ _SERIAL_9999 = tuple(str(i) for i in range(1, 10000))
 _OLD_T = tuple(OLD_LETTERS)
 
 
-def _layouts(fmt: str, age_identifiers: Sequence[str] | None = None) -> list[list[Sequence[str]]]:
+def plate_layouts(
+    fmt: str, age_identifiers: Sequence[str] | None = None
+) -> list[list[Sequence[str]]]:
     """Each format as a list of layouts; a layout is a list of slots; a slot lists its tokens."""
     if fmt == "current":
         ages = tuple(sorted(age_identifiers)) if age_identifiers is not None else AGE_IDENTIFIERS
@@ -332,7 +334,7 @@ def plate_space_size(fmt: str | None = None, prefix_filter: str | None = None) -
     """
     formats = FORMATS if fmt is None else (fmt,)
     prefix = normalise_vrm(prefix_filter or "")
-    return sum(_count(layout, prefix) for f in formats for layout in _layouts(f))
+    return sum(_count(layout, prefix) for f in formats for layout in plate_layouts(f))
 
 
 def _iter_layout(slots: Sequence[Sequence[str]], prefix: str) -> Iterator[str]:
@@ -361,7 +363,7 @@ def iter_plates(fmt: str, prefix_filter: str | None = None) -> Iterator[str]:
     ``plate_space_size(fmt, prefix_filter)``.
     """
     prefix = normalise_vrm(prefix_filter or "")
-    for layout in _layouts(fmt):
+    for layout in plate_layouts(fmt):
         yield from _iter_layout(layout, prefix)
 
 
@@ -379,7 +381,7 @@ def age_identifiers_issued_by(as_of: date) -> tuple[str, ...]:
 def _draw(rng: np.random.Generator, fmt: str, n: int, as_of: date | None) -> np.ndarray:
     """Draw ``n`` (not necessarily unique) marks of one format, vectorised over slots."""
     ages = age_identifiers_issued_by(as_of) if as_of is not None else None
-    layouts = _layouts(fmt, ages)
+    layouts = plate_layouts(fmt, ages)
     sizes = np.array([np.prod([len(s) for s in lay], dtype=float) for lay in layouts])
     which = rng.choice(len(layouts), size=n, p=sizes / sizes.sum())
     out = np.empty(n, dtype=object)

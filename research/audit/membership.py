@@ -45,7 +45,7 @@ from torch import nn
 
 from client_force.dp_trainer import make_generator, run_dp_sgd
 from client_force.force_dataset import ForceDataset, load_force_dataset
-from client_force.training import TrainingConfig, _dataset, train_nonprivate
+from client_force.training import TrainingConfig, tensor_dataset, train_nonprivate
 from federation.features import ExampleSet, concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, example_tensors, set_weights, weight_spec
@@ -169,7 +169,7 @@ class TrainingRecipe:
         )
         result = run_dp_sgd(
             model,
-            _dataset(examples, np.asarray(labels, np.float32)),
+            tensor_dataset(examples, np.asarray(labels, np.float32)),
             prior_history=[],
             noise_multiplier=float(self.noise_multiplier),
             sample_rate=plan.sample_rate,

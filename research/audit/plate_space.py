@@ -19,7 +19,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from privacy.plates import FORMATS, _layouts, normalise_vrm
+from privacy.plates import FORMATS, normalise_vrm, plate_layouts
 
 INNER_MAX = 1 << 16
 """Largest product of trailing slots precomputed as one table (one batch of candidates)."""
@@ -143,7 +143,7 @@ def blocks(fmt: str, prefix: str = "") -> tuple[PlateBlock, ...]:
         raise ValueError(f"unknown plate format {fmt!r}; expected one of {', '.join(FORMATS)}")
     prefix = normalise_vrm(prefix)
     found: list[PlateBlock] = []
-    for layout in _layouts(fmt):
+    for layout in plate_layouts(fmt):
         by_width = []
         for slot in layout:
             widths = sorted({len(t) for t in slot})

@@ -39,9 +39,9 @@ class _PartitionDays:
         self.root = root
 
     def days(self) -> list:
-        from retention.store import PARTITION_NAME, ForceStore
+        from retention.partitions import PARTITION_NAME, days_under
 
-        return ForceStore._days_under(self.root / "partitions", PARTITION_NAME)
+        return days_under(self.root / "partitions", PARTITION_NAME)
 
 
 def check_run_stores(run_dir: Path, as_of: datetime) -> list[StoreCheck]:
