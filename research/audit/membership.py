@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -60,18 +59,17 @@ from research.audit import (
     run_shadows,
     shadow_assignment,
 )
+from research.study.layout import STATUS, RunLayout
 from retention.store import ForceStore
 
 ATTACKS = ("loss-threshold", "lira-online", "lira-offline")
-OUTPUT_DIR = "privacy"
-ROWS_STEM = "membership_inference"
-ROC_FILE = "membership_roc.json"
-AUDIT_FILE = "membership_audit.json"
-PLOT_FILE = "membership_inference_roc.png"
-SERVER_DIR = "server"
-CHECKPOINTS = "checkpoints"
-FINAL = "final.npz"
-_TAG = re.compile(r"^(?P<design>[a-z][a-z-]*?)-eps(?P<eps>[0-9.e+-]+|inf)-ret(?P<ret>\d+)d$")
+# Where things live in a run folder: research.study.layout.RunLayout (one place for all).
+OUTPUT_DIR = RunLayout.PRIVACY
+ROWS_STEM = RunLayout.MEMBERSHIP_ROWS
+ROC_FILE = RunLayout.MEMBERSHIP_ROC
+AUDIT_FILE = RunLayout.MEMBERSHIP_AUDIT
+PLOT_FILE = RunLayout.MEMBERSHIP_PLOT
+SERVER_DIR = RunLayout.SERVER
 CAVEATS = (
     "Clopper-Pearson treats the audited vehicles as independent trials; they come from one "
     "training run, so the epsilon lower bound is the usual one-run heuristic, not a proof.",
@@ -295,7 +293,8 @@ class TrainedModel:
 
     def checkpoint(self, force: str) -> Path | None:
         """The model file this force's vehicles were scored with, if any."""
-        for path in (self.folder / CHECKPOINTS / force / FINAL, self.folder / CHECKPOINTS / FINAL):
+        shared = RunLayout.checkpoint_in(self.folder)
+        for path in (RunLayout.checkpoint_in(self.folder, force), shared):
             if path.is_file():
                 return path
         return None
@@ -303,15 +302,10 @@ class TrainedModel:
 
 def find_models(run_dir: Path) -> list[TrainedModel]:
     """Every ``server/<design>-eps<e>-ret<w>d`` folder of the run (sorted)."""
-    server = Path(run_dir) / SERVER_DIR
-    found = []
-    for folder in sorted(server.iterdir()) if server.is_dir() else []:
-        m = _TAG.match(folder.name)
-        if m and folder.is_dir():
-            found.append(
-                TrainedModel(folder.name, m["design"], float(m["eps"]), int(m["ret"]), folder)
-            )
-    return found
+    return [
+        TrainedModel(folder.name, tag.design, tag.epsilon, tag.retention_days, folder)
+        for tag, folder in RunLayout(Path(run_dir)).sweep_tags()
+    ]
 
 
 def _read_json(path: Path) -> Any:
@@ -341,14 +335,14 @@ def settings_for(run_dir: Path, model: TrainedModel) -> FlowerSettings:
         m.folder for m in find_models(run_dir) if m.retention_days == model.retention_days
     ]
     for folder in siblings:
-        status = folder / "status.json"
+        status = folder / STATUS
         if status.is_file():
             data = _read_json(status).get("settings") or {}
             return FlowerSettings.from_run_config(data, allow_unknown=True)
     from research.study.runner import study_settings
     from research.study.spec import spec_from_dict
 
-    manifest = _read_json(Path(run_dir) / "manifest.json")
+    manifest = _read_json(RunLayout(Path(run_dir)).manifest)
     spec = spec_from_dict(_drop_none(manifest.get("spec", {})))
     epsilon = model.epsilon if math.isfinite(model.epsilon) else spec.dp.epsilon
     if not math.isfinite(epsilon):
@@ -358,7 +352,7 @@ def settings_for(run_dir: Path, model: TrainedModel) -> FlowerSettings:
 
 
 def _store_root(run_dir: Path, retention_days: int) -> Path:
-    root = Path(run_dir) / "stores" / f"retention-{retention_days}d"
+    root = RunLayout(Path(run_dir)).stores_dir(retention_days)
     if not root.is_dir():
         raise AuditError(f"{root}: no force stores for the {retention_days}-day window")
     return root
@@ -367,14 +361,14 @@ def _store_root(run_dir: Path, retention_days: int) -> Path:
 def open_force_store(run_dir: Path, retention_days: int, force: str) -> ForceStore:
     """A simulated force's store, opened with its key file from the run folder."""
     store = _store_root(run_dir, retention_days) / force
-    key = Path(run_dir) / "keys" / f"retention-{retention_days}d" / f"{force}.key"
+    key = RunLayout(Path(run_dir)).key_file(retention_days, force)
     if not key.is_file():
         raise AuditError(f"{key}: missing (the audit runs inside the force, with its key)")
     return ForceStore.open(store, MasterSecretSource.from_key_file(key))
 
 
 def _ledger_rows(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "privacy_ledger.csv"
+    path = RunLayout(Path(run_dir)).csv(RunLayout.LEDGER)
     if not path.is_file():
         return pd.DataFrame()
     return pd.read_csv(path)
@@ -562,7 +556,7 @@ def _write(
         + "\n",
         encoding="utf-8",
     )
-    plot = plot_roc(curves, run_dir / "plots" / PLOT_FILE)
+    plot = plot_roc(curves, RunLayout(run_dir).plot(PLOT_FILE))
     return [csv_path, json_path, roc_path, audit_path, plot]
 
 

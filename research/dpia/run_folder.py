@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-MANIFEST = "manifest.json"
-METRICS = "metrics.csv"
-LEDGER = "privacy_ledger.csv"
-RETENTION = "retention.csv"
-INGEST = "ingest.csv"
-WORLD = "world/world.json"
-MEMBERSHIP = "privacy/membership_inference.csv"
-MEMBERSHIP_AUDIT = "privacy/membership_audit.json"
-REID = "privacy/reid.json"
+from research.study.layout import RunLayout, parse_epsilon
+
+# Relative paths of the files read here; every one comes from RunLayout.
+MANIFEST = RunLayout.MANIFEST
+METRICS = f"{RunLayout.METRICS}.csv"
+LEDGER = f"{RunLayout.LEDGER}.csv"
+RETENTION = f"{RunLayout.RETENTION}.csv"
+INGEST = f"{RunLayout.INGEST}.csv"
+REPEATS = f"{RunLayout.REPEATS}.csv"
+WORLD = f"{RunLayout.WORLD}/world.json"
+MEMBERSHIP = f"{RunLayout.PRIVACY}/{RunLayout.MEMBERSHIP_ROWS}.csv"
+MEMBERSHIP_AUDIT = f"{RunLayout.PRIVACY}/{RunLayout.MEMBERSHIP_AUDIT}"
+REID = f"{RunLayout.PRIVACY}/{RunLayout.REID}"
 ALL_FORCES = "all forces"
-_TAG = re.compile(r"^(?P<design>[a-z][a-z-]*?)-eps(?P<eps>[0-9.e+-]+|inf)-ret(?P<ret>\d+)d$")
 
 
 class RunFolderError(ValueError):
@@ -34,9 +36,7 @@ class RunFolderError(ValueError):
 
 
 def _epsilon(value: Any) -> float:
-    if isinstance(value, str):
-        return math.inf if value.strip().lower() in ("inf", "infinity") else float(value)
-    return float(value)
+    return parse_epsilon(value)
 
 
 @dataclass
@@ -101,6 +101,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
     try:
         frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a table with no rows (e.g. no DP design, no ledger)
+        return pd.DataFrame()
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise RunFolderError(f"{path}: unreadable CSV ({exc})") from None
     if "epsilon" in frame.columns:
@@ -123,20 +125,17 @@ def _read_json(path: Path, required: bool = False) -> Any:
 
 def _servers(root: Path) -> list[ServerRecord]:
     out = []
-    base = root / "server"
-    for folder in sorted(base.iterdir()) if base.is_dir() else []:
-        m = _TAG.match(folder.name)
-        if not m or not folder.is_dir():
-            continue
-        status_path = folder / "status.json"
+    layout = RunLayout(root)
+    for tag, folder in layout.sweep_tags():
+        status_path = layout.status(tag)
         status = _read_json(status_path)
-        final = folder / "checkpoints" / "final.npz"
+        final = layout.checkpoint(tag)
         out.append(
             ServerRecord(
                 tag=folder.name,
-                design=m["design"],
-                epsilon=_epsilon(m["eps"]),
-                retention_days=int(m["ret"]),
+                design=tag.design,
+                epsilon=tag.epsilon,
+                retention_days=tag.retention_days,
                 status_file=str(status_path.relative_to(root)) if status is not None else None,
                 status=status,
                 checkpoint=str(final.relative_to(root)) if final.is_file() else None,
@@ -148,9 +147,9 @@ def _servers(root: Path) -> list[ServerRecord]:
 def _store_meta(root: Path) -> dict[tuple[int, str], tuple[str, dict[str, Any]]]:
     """``store.json`` (public metadata, no key material) of every force store."""
     found: dict[tuple[int, str], tuple[str, dict[str, Any]]] = {}
-    base = root / "stores"
-    for window_dir in sorted(base.glob("retention-*d")) if base.is_dir() else []:
-        days = int(window_dir.name.removeprefix("retention-").removesuffix("d"))
+    layout = RunLayout(root)
+    for days in layout.store_windows():
+        window_dir = layout.stores_dir(days)
         for store in sorted(p for p in window_dir.iterdir() if p.is_dir()):
             meta_path = store / "store.json"
             meta = _read_json(meta_path)
@@ -168,7 +167,7 @@ def load_run_folder(root: Path) -> RunFolder:
     metrics = _read_csv(root / METRICS)
     if metrics.empty:
         raise RunFolderError(f"{root / METRICS}: missing or empty; is this a study results folder?")
-    plots = sorted(str(p.relative_to(root)) for p in (root / "plots").glob("*.png"))
+    plots = sorted(str(p.relative_to(root)) for p in RunLayout(root).plots_dir.glob("*.png"))
     return RunFolder(
         root=root,
         manifest=manifest,

@@ -22,10 +22,8 @@ import numpy as np
 from rich.progress import Progress
 
 from federation.flower_settings import FlowerSettings
+from research.study.layout import CHECKPOINTS, FINAL_CHECKPOINT, STATUS
 from research.study.ray_cluster import SIMULATION_ENV
-
-CHECKPOINTS = "checkpoints"
-FINAL_CHECKPOINT = "final.npz"
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ def _watch_rounds(folder: Path, total: int, progress: Progress, stop: threading.
 def _final_weights(results_dir: Path) -> list[np.ndarray]:
     final = results_dir / CHECKPOINTS / FINAL_CHECKPOINT
     if not final.exists():
-        status = results_dir / "status.json"
+        status = results_dir / STATUS
         reason = "no status written"
         if status.exists():
             data = json.loads(status.read_text(encoding="utf-8"))

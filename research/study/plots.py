@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-DESIGN_COLOURS = {"local-only": "#d95f02", "federated": "#1b9e77", "pooled": "#7570b3"}
+from research.study.designs import design_colour
 
 
 def _epsilon_position(eps: float, finite: list[float]) -> float:
@@ -42,7 +42,7 @@ def plot_utility_vs_epsilon(rows: Sequence[dict[str, Any]], path: Path, metric: 
             ys,
             style,
             marker="o",
-            color=DESIGN_COLOURS.get(design, "grey"),
+            color=design_colour(design),
             label=f"{design}, {window}-day retention",
         )
     if metric == "pr_auc":
@@ -86,7 +86,7 @@ def plot_pr_curves(
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for label, (precision, recall) in curves.items():
         design = label.split(" ")[0]
-        ax.plot(recall, precision, color=DESIGN_COLOURS.get(design), label=label)
+        ax.plot(recall, precision, color=design_colour(design), label=label)
     ax.axhline(prevalence, color="grey", linestyle=":", label=f"no skill ({prevalence:.3%})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")

@@ -3,9 +3,11 @@
 1. synthesise the world (or reuse one with the same settings);
 2. for each retention window: create one encrypted store per force, ingest its export, load
    its conviction log, and purge as of the study date;
-3. train and evaluate every design at every sweep point: ``local-only`` and ``federated``
+3. train and evaluate every design at every sweep point: each design is looked up in the
+   registry (``research.study.designs``): the built-ins are ``local-only`` and ``federated``
    (under DP, at each epsilon) and ``pooled`` (the non-private national-pool counterfactual);
-4. write the results folder and return a summary.
+4. write the results folder (paths from ``research.study.layout.RunLayout``) and return a
+   summary.
 
 The runner plays every role of the simulation, so it lives in ``research`` (which may import
 every package and which no deployable package imports).
@@ -14,12 +16,9 @@ every package and which no deployable package imports).
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,8 +32,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from research.study import world as world_io
+from research.study.designs import DesignContext, get_design
+from research.study.designs.local_only import LocalWorkerError, LocalWorkers
 from research.study.evaluation import ForceScores, evaluate_design, pr_curve
-from research.study.federated import run_federated
+from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
 from research.study.ray_cluster import StudyRayCluster
 from research.study.results import package_versions, write_json, write_table
@@ -68,11 +69,6 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
-
-
-def eps_label(epsilon: float) -> str:
-    """A printable epsilon ("inf" for non-private)."""
-    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
 
 
 def study_settings(
@@ -138,11 +134,10 @@ def _prepare_forces(
     ingest_max_age = max(spec.world.days + 1, *windows)
     nodes: dict[int, list[Any]] = {w: [] for w in windows}
 
+    layout = RunLayout(out)
+
     def place(window: int, force: str) -> tuple[Path, Path]:
-        return (
-            out / "stores" / f"retention-{window}d" / force,
-            out / "keys" / f"retention-{window}d" / f"{force}.key",
-        )
+        return layout.store(window, force), layout.key_file(window, force)
 
     forces = world_io.force_names(world_dir)
     task = progress.add_task("ingest + purge (forces)", total=len(forces))
@@ -209,17 +204,19 @@ def run_study(
     main_window = spec.retention.max_age_days
     points = spec.sweep_points()
     windows = list(dict.fromkeys(w for w, _ in points))
-    n_design_runs = sum(len(windows) if d == "pooled" else len(points) for d in spec.designs)
-    ray_cluster = StudyRayCluster(os.cpu_count() or 1, out / "server" / "ray-head.log")
-    with _progress(console) as progress, _LocalWorkers() as local_workers, ExitStack() as stack:
-        world_dir = out / "world"
+    designs = [get_design(name) for name in spec.designs]
+    n_design_runs = sum(len(points) if d.private else len(windows) for d in designs)
+    layout = RunLayout(out)
+    ray_cluster = StudyRayCluster(os.cpu_count() or 1, layout.server_dir / "ray-head.log")
+    with _progress(console) as progress, LocalWorkers() as local_workers, ExitStack() as stack:
+        world_dir = layout.world_dir
         with _timed(timings, "synthesise"):
             if not reuse_world and (world_dir / world_io.WORLD_SETTINGS_FILE).exists():
                 (world_dir / world_io.WORLD_SETTINGS_FILE).unlink()
             world_io.ensure_world(spec.world, world_dir, progress=progress)
         truth = world_io.load_truth(world_dir)
         forces = world_io.force_names(world_dir)
-        if "federated" in spec.designs:
+        if any(d.needs_ray for d in designs):
             # One Ray head node for every federated run; it boots while the forces ingest.
             stack.enter_context(ray_cluster)
         with _timed(timings, "ingest+purge"):
@@ -229,58 +226,57 @@ def run_study(
             nodes = stores[window]
             with _timed(timings, "retention outcome"):
                 result.retention.extend(_retention_rows(spec, world_dir, truth, forces, window))
-            for design in spec.designs:
+            for design in designs:
                 epsilons = [e for w, e in points if w == window]
-                for epsilon in [math.inf] if design == "pooled" else epsilons:
-                    label = f"{design} eps={eps_label(epsilon)} retention={window}d"
+                for epsilon in epsilons if design.private else [math.inf]:
+                    tag = SweepTag(design.name, epsilon, window)
+                    label = f"{design.name} eps={eps_label(epsilon)} retention={window}d"
                     progress.update(designs_task, description=label)
                     settings = study_settings(
-                        spec,
-                        window,
-                        epsilon,
-                        out / "server" / f"{design}-eps{eps_label(epsilon)}-ret{window}d",
-                        len(nodes),
+                        spec, window, epsilon, layout.sweep_dir(tag), len(nodes)
                     )
-                    study_id = f"{spec.name}/{design}/eps{eps_label(epsilon)}/ret{window}d"
+                    study_id = f"{spec.name}/{tag.study_id}"
                     settings = settings.replace(study_id=study_id, ledger_scope=_slug(study_id))
-                    with _timed(timings, design):
-                        weights = _train_design(
-                            design,
-                            nodes,
-                            settings,
-                            study_id,
-                            progress,
-                            spec,
-                            local_workers,
-                            ray_cluster,
-                        )
+                    context = DesignContext(
+                        nodes=nodes,
+                        settings=settings,
+                        study_id=study_id,
+                        spec=spec,
+                        progress=progress,
+                        local_workers=local_workers,
+                        ray_cluster=ray_cluster,
+                    )
+                    with _timed(timings, design.name):
+                        try:
+                            weights = design.train(context)
+                        except LocalWorkerError as exc:
+                            raise StudyError(str(exc)) from None
                         per_force = _evaluate(nodes, weights, settings)
-                    if design == "pooled":
-                        _save_model(weights, settings, Path(settings.results_dir))
-                    elif design == "local-only":
-                        for force_name, force_weights in weights.items():
-                            _save_model(
-                                force_weights,
-                                settings,
-                                Path(settings.results_dir),
-                                force_name,
-                            )
+                    if not design.keeps_own_checkpoint:
+                        _save_models(weights, settings, layout, tag)
                     for row in evaluate_design(
                         per_force, spec.evaluation.recall, spec.evaluation.realistic_prevalence
                     ):
                         result.metrics.append(
-                            {"design": design, "epsilon": epsilon, "retention_days": window, **row}
+                            {
+                                "design": design.name,
+                                "epsilon": epsilon,
+                                "retention_days": window,
+                                **row,
+                            }
                         )
-                    if window == main_window and (epsilon == main_eps or design == "pooled"):
+                    if window == main_window and (epsilon == main_eps or not design.private):
                         scores = np.concatenate([f.scores for f in per_force])
                         truth_all = np.concatenate([f.truth for f in per_force])
-                        curves[f"{design} (eps={eps_label(epsilon)})"] = pr_curve(scores, truth_all)
-                    if design != "pooled":
+                        curves[f"{design.name} (eps={eps_label(epsilon)})"] = pr_curve(
+                            scores, truth_all
+                        )
+                    if design.private:
                         for node in nodes:
                             result.ledger.extend(
                                 {
                                     "retention_days": window,
-                                    "design": design,
+                                    "design": design.name,
                                     "target_epsilon": epsilon,
                                     **r,
                                 }
@@ -294,108 +290,39 @@ def run_study(
     return result
 
 
-def _train_design(
-    design: str,
-    nodes: list[Any],
+def _save_models(
+    weights: list[np.ndarray] | dict[str, list[np.ndarray]],
     settings: FlowerSettings,
-    study_id: str,
-    progress: Progress,
-    spec: StudySpec,
-    local_workers: _LocalWorkers,
-    ray_cluster: StudyRayCluster,
-) -> Any:
-    """Train one design; returns one weight list (shared model) or one per force."""
-    if design == "local-only":
-        return local_workers.train_all(nodes, settings, study_id)
-    if design == "federated":
-        ray_cluster.connect()
-        return run_federated(
-            nodes, settings, study_id, progress, secure_aggregation=spec.training.secure_aggregation
-        )
-    if design == "pooled":
-        force_cls = type(nodes[0])
-        return force_cls.train_pooled(nodes, settings)
-    raise StudyError(f"unknown design {design!r}")
-
-
-def _train_local(node: Any, settings: FlowerSettings, study_id: str) -> list[np.ndarray]:
-    """One force's local-only training, in a worker process (one torch thread each)."""
-    import torch
-
-    torch.set_num_threads(1)
-    return node.train_local(settings, study_id)
-
-
-class _LocalWorkers:
-    """Worker processes for the local-only design, started on first use and kept for the study.
-
-    Every force trains alone, as many at once as there are cores: forces share nothing, so this
-    is the honest parallelism of N independent forces, and each worker opens its own force's
-    store. Keeping the workers across sweep points saves their start-up (a fresh interpreter
-    importing torch) and lets them reuse the examples they already built for a window.
-    """
-
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> _LocalWorkers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def train_all(
-        self, nodes: list[Any], settings: FlowerSettings, study_id: str
-    ) -> dict[str, list[np.ndarray]]:
-        """Train every force's local-only model; weights by force name."""
-        if self._pool is None:
-            workers = max(1, min(len(nodes), os.cpu_count() or 1))
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        futures = {
-            node.name: self._pool.submit(_train_local, node.detached(), settings, study_id)
-            for node in nodes
-        }
-        try:
-            return {name: future.result() for name, future in futures.items()}
-        except BrokenProcessPool:
-            self._pool = None
-            raise StudyError(
-                "a local-only worker process died (killed, out of memory, or started from a "
-                "script without an `if __name__ == '__main__':` guard, which the spawn start "
-                "method needs)"
-            ) from None
-
-
-def _save_model(
-    weights: list[np.ndarray], settings: FlowerSettings, folder: Path, force: str | None = None
-) -> Path:
+    layout: RunLayout,
+    tag: SweepTag,
+) -> None:
     """Keep a model the server did not checkpoint, for audits, arrays by contract name.
 
-    The pooled counterfactual goes to ``<folder>/checkpoints/final.npz``, as the server keeps
-    the federated one; each force's local-only model to ``<folder>/checkpoints/<force>/
-    final.npz``. (Local-only models never reach a server: in a simulation the researcher keeps
-    them so that ``anprfed privacy audit`` can attack every design.)
+    A shared model (the pooled counterfactual) goes where the server keeps the federated one,
+    ``RunLayout.checkpoint(tag)``; one model per force (local-only) to
+    ``RunLayout.checkpoint(tag, force)``. (Local-only models never reach a server: in a
+    simulation the researcher keeps them so that ``anprfed privacy audit`` can attack every
+    design.)
     """
     from federation.model import weight_spec
 
     names = [name for name, _, _ in weight_spec(settings.model_config())]
-    path = folder / "checkpoints" / (f"{force}/final.npz" if force else "final.npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **dict(zip(names, weights, strict=True)))
-    return path
+    models = weights if isinstance(weights, dict) else {None: weights}
+    for force, force_weights in models.items():
+        path = layout.checkpoint(tag, force)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **dict(zip(names, force_weights, strict=True)))
 
 
 def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     out, spec = result.out, result.spec
+    layout = RunLayout(out)
     files = result.files
-    files.extend(write_table(result.metrics, out / "metrics"))
-    files.extend(write_table(result.ledger, out / "privacy_ledger"))
-    files.extend(write_table(result.retention, out / "retention"))
-    files.extend(write_table(result.ingest, out / "ingest"))
-    plots = out / "plots"
+    files.extend(write_table(result.metrics, layout.table(layout.METRICS)))
+    files.extend(write_table(result.ledger, layout.table(layout.LEDGER)))
+    files.extend(write_table(result.retention, layout.table(layout.RETENTION)))
+    files.extend(write_table(result.ingest, layout.table(layout.INGEST)))
+    plots = layout.plots_dir
     plots.mkdir(exist_ok=True)
     if any(m["force"] == "all forces" for m in result.metrics):
         files.append(
@@ -423,14 +350,14 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "timings_s": result.timings,
         "simulation_dirs": [str(p) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": sorted(str(p.relative_to(out)) for p in files),
+        "files": sorted(layout.rel(p) for p in files),
         "notes": [
             "pooled is a non-private counterfactual (a national database); it is not deployable",
             "epsilon is per force for one sweep point; sweep points are separate hypothetical "
             "studies, each with its own ledger namespace",
         ],
     }
-    files.append(write_json(out / "manifest.json", manifest))
+    files.append(write_json(layout.manifest, manifest))
 
 
 def _slug(text: str) -> str:

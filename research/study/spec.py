@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DESIGNS = ("local-only", "federated", "pooled")
+DESIGNS = ("local-only", "federated", "pooled")  # the built-in designs, in the default order
 STRATEGIES = ("fedavg", "fedprox")
 
 
@@ -225,7 +225,7 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
 def validate(spec: StudySpec) -> None:
     """Raise ``SpecError`` naming the first field whose value cannot be used."""
     checks: list[tuple[bool, str]] = [
-        (all(d in DESIGNS for d in spec.designs), f"`designs` must be among {DESIGNS}"),
+        _designs_check(spec.designs),
         (spec.world.vehicles >= 50, "`world.vehicles` must be at least 50"),
         (spec.world.days >= 7, "`world.days` must be at least 7"),
         (0 < spec.world.prevalence < 0.5, "`world.prevalence` must be in (0, 0.5)"),
@@ -255,6 +255,15 @@ def validate(spec: StudySpec) -> None:
     for ok, message in checks:
         if not ok:
             raise SpecError(message)
+
+
+def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
+    """Every design must be registered (``research.study.designs``); names the bad value."""
+    from research.study.designs import design_names
+
+    known = design_names()
+    bad = [d for d in designs if d not in known]
+    return (not bad, f"`designs`: unknown design(s) {bad}; must be among {known}")
 
 
 def load_spec(path: Path) -> StudySpec:
