@@ -6,6 +6,17 @@ operator holds, created with mode 0600. Every working key is derived from it wit
 under a distinct ``info`` label, so one secret protects the whole store and nothing else needs
 storing: the key-wrapping key for per-day data keys, the camera-token key, the pseudonym base key
 and the Ed25519 seed that signs the purge log.
+
+The purge job need not hold the master secret: :class:`PurgeSigner` is the signing seed alone
+(it signs the purge log and authenticates derived-artifact manifests, and cannot unwrap any data
+key). ``anprfed force purge-key`` wraps it under a separate, operator-held purge key file
+(``keys/signing.wrapped``), which is all ``anprfed retention purge`` then needs.
+
+scrypt costs n = 2**17, r = 8, p = 1 (OWASP's recommendation for scrypt; ~128 MiB, ~0.3 s).
+The parameters are recorded beside the wrapped secret, and :func:`rewrap_master_secret` (``anprfed
+force passphrase``) re-wraps it under a new passphrase at the current cost without touching any
+data. A lower cost is only possible through the explicit ``scrypt_log2_n`` argument that tests
+pass; no environment variable or CLI option lowers it.
 """
 
 from __future__ import annotations
@@ -26,15 +37,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from safefiles import atomic_write_bytes
+from safefiles import atomic_write_bytes, read_regular_file
 
 MASTER_SECRET_BYTES = 32
 PASSPHRASE_ENV = "ANPRFED_PASSPHRASE"
 KEY_FILE_ENV = "ANPRFED_KEY_FILE"
-# Tests only: lowers scrypt's cost for stores CREATED while it is set (documented in
-# docs/force-store.md). The cost a store was created with is recorded and always used to open it.
-INSECURE_SCRYPT_LOG2N_ENV = "ANPRFED_INSECURE_TEST_SCRYPT_LOG2N"
-DEFAULT_SCRYPT_LOG2N = 15  # n = 2**15, r = 8, p = 1: 32 MiB and ~0.1 s per derivation
+PURGE_KEY_FILE_ENV = "ANPRFED_PURGE_KEY_FILE"
+DEFAULT_SCRYPT_LOG2N = 17  # n = 2**17, r = 8, p = 1 (OWASP): 128 MiB and ~0.3 s per derivation
+MAX_SCRYPT_LOG2N = 24
 
 # HKDF info labels: one per derived key, versioned so a future scheme cannot collide.
 LABEL_WRAPPING = b"anprfed/v1/data-key-wrapping"
@@ -42,6 +52,10 @@ LABEL_CAMERA_TOKEN = b"anprfed/v1/camera-token"
 LABEL_PSEUDONYM_BASE = b"anprfed/v1/pseudonym-base"
 LABEL_SIGNING = b"anprfed/v1/purge-log-signing-ed25519"
 LABEL_KEY_CHECK = b"anprfed/v1/key-check"
+LABEL_MANIFEST_MAC = b"anprfed/v1/derived-manifest-mac"
+LABEL_PURGE_KEY_CHECK = b"anprfed/v1/purge-key-check"
+SIGNING_WRAPPED_NAME = "signing.wrapped"
+_SIGNING_AAD = b"anprfed/v1/purge-signing-seed"
 
 _MASTER_AAD = b"anprfed/v1/master-secret"
 
@@ -69,12 +83,11 @@ class ScryptParams:
 
     @classmethod
     def fresh(cls, log2_n: int | None = None) -> ScryptParams:
-        """New random salt. ``log2_n`` below 15 is only honoured for tests (see module docs)."""
+        """New random salt at the default cost; an explicit ``log2_n`` is for tests only."""
         if log2_n is None:
-            env = os.environ.get(INSECURE_SCRYPT_LOG2N_ENV)
-            log2_n = int(env) if env else DEFAULT_SCRYPT_LOG2N
-        if not 1 <= log2_n <= 24:
-            raise ValueError(f"scrypt log2(n) must be in 1..24, got {log2_n}")
+            log2_n = DEFAULT_SCRYPT_LOG2N
+        if not 1 <= log2_n <= MAX_SCRYPT_LOG2N:
+            raise ValueError(f"scrypt log2(n) must be in 1..{MAX_SCRYPT_LOG2N}, got {log2_n}")
         return cls(salt=secrets.token_bytes(16), log2_n=log2_n)
 
     def derive(self, passphrase: str) -> bytes:
@@ -96,7 +109,7 @@ class ScryptParams:
     def from_json(cls, data: dict[str, Any]) -> ScryptParams:
         """Inverse of :meth:`to_json`."""
         n = int(data["n"])
-        if data.get("kdf") != "scrypt" or n < 2 or n & (n - 1):
+        if data.get("kdf") != "scrypt" or n < 2 or n & (n - 1) or n > 2**MAX_SCRYPT_LOG2N:
             raise KeyMaterialError("unsupported KDF parameters in the wrapped master secret")
         return cls(
             salt=base64.b64decode(data["salt"]),
@@ -150,10 +163,45 @@ class MasterKey:
 
     def signing_key(self) -> Ed25519PrivateKey:
         """Ed25519 key that signs the purge log, derived deterministically (nothing stored)."""
-        return Ed25519PrivateKey.from_private_bytes(self.derive(LABEL_SIGNING))
+        return self.purge_signer().signing_key()
+
+    def purge_signer(self) -> PurgeSigner:
+        """The purge job's signing seed (signs the log, MACs manifests; decrypts nothing)."""
+        return PurgeSigner(self.derive(LABEL_SIGNING))
 
     def public_key_hex(self) -> str:
         """Hex of the raw Ed25519 public key (safe to publish; recorded in store.json)."""
+        return self.purge_signer().public_key_hex()
+
+    def check_value(self) -> str:
+        """A short public value that tells whether a key file holds this store's secret."""
+        return self.derive(LABEL_KEY_CHECK, 16).hex()
+
+    def raw_for_key_file(self) -> bytes:
+        """The secret itself, only for writing the operator's 0600 key file."""
+        return self._secret
+
+
+class PurgeSigner:
+    """The purge job's key: the Ed25519 seed that signs the purge log, and the HMAC key (derived
+    from it) that authenticates derived-artifact manifests. It cannot unwrap any data key."""
+
+    __slots__ = ("_seed",)
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise KeyMaterialError("a signing seed is 32 bytes")
+        self._seed = bytes(seed)
+
+    def __repr__(self) -> str:
+        return "PurgeSigner(<hidden>)"
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 private key."""
+        return Ed25519PrivateKey.from_private_bytes(self._seed)
+
+    def public_key_hex(self) -> str:
+        """Hex of the raw Ed25519 public key."""
         from cryptography.hazmat.primitives import serialization
 
         raw = (
@@ -163,13 +211,58 @@ class MasterKey:
         )
         return raw.hex()
 
-    def check_value(self) -> str:
-        """A short public value that tells whether a key file holds this store's secret."""
-        return self.derive(LABEL_KEY_CHECK, 16).hex()
+    def manifest_mac_key(self) -> bytes:
+        """HMAC-SHA256 key of derived-artifact manifests."""
+        return hkdf_sha256(self._seed, LABEL_MANIFEST_MAC)
 
-    def raw_for_key_file(self) -> bytes:
-        """The secret itself, only for writing the operator's 0600 key file."""
-        return self._secret
+    def seed_for_wrapping(self) -> bytes:
+        """The seed itself, only to wrap it under the purge key file."""
+        return self._seed
+
+
+def write_purge_key(keys_dir: Path, signer: PurgeSigner, key_file: Path) -> None:
+    """Create the purge job's key file (32 random bytes, 0600; refuses to overwrite) and wrap
+    ``signer``'s seed under it in ``keys_dir/signing.wrapped`` (replacing an older wrap)."""
+    key_file = Path(key_file)
+    if key_file.exists() or key_file.is_symlink():
+        raise KeyMaterialError(f"purge key file {key_file} already exists; not overwriting")
+    purge_key = secrets.token_bytes(32)
+    nonce = secrets.token_bytes(12)
+    ct = AESGCM(purge_key).encrypt(nonce, signer.seed_for_wrapping(), _SIGNING_AAD)
+    record = {
+        "version": 1,
+        "public_key": signer.public_key_hex(),
+        "check": hkdf_sha256(purge_key, LABEL_PURGE_KEY_CHECK, 16).hex(),
+        "nonce": base64.b64encode(nonce).decode("ascii"),
+        "ciphertext": base64.b64encode(ct).decode("ascii"),
+    }
+    atomic_write_bytes(key_file, purge_key.hex().encode() + b"\n")
+    atomic_write_bytes(keys_dir / SIGNING_WRAPPED_NAME, json.dumps(record, indent=1).encode())
+
+
+def load_purge_signer(keys_dir: Path, key_file: Path) -> PurgeSigner:
+    """Unwrap the purge job's signing seed with its key file; :class:`WrongPassphraseError` if
+    the file does not fit, :class:`KeyMaterialError` if no purge key was made for this store."""
+    path = keys_dir / SIGNING_WRAPPED_NAME
+    try:
+        record = json.loads(read_regular_file(path))
+        nonce = base64.b64decode(record["nonce"])
+        ct = base64.b64decode(record["ciphertext"])
+        check = str(record["check"])
+    except FileNotFoundError:
+        raise KeyMaterialError(
+            f"{path} is missing: create a purge key first (anprfed force purge-key)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise KeyMaterialError(f"unreadable or malformed {path}") from None
+    purge_key = _read_key_file(Path(key_file))
+    if not hmac.compare_digest(hkdf_sha256(purge_key, LABEL_PURGE_KEY_CHECK, 16).hex(), check):
+        raise WrongPassphraseError(f"purge key file {key_file} does not fit this store")
+    try:
+        seed = AESGCM(purge_key).decrypt(nonce, ct, _SIGNING_AAD)
+    except InvalidTag:
+        raise KeyMaterialError(f"{path} failed authentication") from None
+    return PurgeSigner(seed)
 
 
 class MasterSecretSource:
@@ -249,15 +342,7 @@ class MasterSecretSource:
         else:
             assert self._passphrase is not None
             params = ScryptParams.fresh(self._scrypt_log2_n)
-            wrap_key = params.derive(self._passphrase)
-            nonce = secrets.token_bytes(12)
-            ct = AESGCM(wrap_key).encrypt(nonce, master.raw_for_key_file(), _MASTER_AAD)
-            meta = {
-                "mode": "passphrase",
-                **params.to_json(),
-                "nonce": base64.b64encode(nonce).decode("ascii"),
-                "ciphertext": base64.b64encode(ct).decode("ascii"),
-            }
+            meta = _wrap_with_passphrase(master, self._passphrase, params)
         atomic_write_bytes(
             keys_dir / self.WRAPPED_NAME, json.dumps(meta, indent=1).encode("utf-8")
         )
@@ -267,7 +352,7 @@ class MasterSecretSource:
         """Open the store's master secret; :class:`WrongPassphraseError` if it does not fit."""
         wrapped_path = keys_dir / self.WRAPPED_NAME
         try:
-            meta = json.loads(wrapped_path.read_text("utf-8"))
+            meta = json.loads(read_regular_file(wrapped_path))
         except FileNotFoundError:
             raise KeyMaterialError(f"missing {wrapped_path}: not an anprfed store?") from None
         except (OSError, ValueError):
@@ -306,10 +391,37 @@ class MasterSecretSource:
         return MasterKey(secret)
 
 
+def rewrap_master_secret(
+    keys_dir: Path, master: MasterKey, new_passphrase: str, scrypt_log2_n: int | None = None
+) -> dict[str, Any]:
+    """Re-wrap ``master`` under ``new_passphrase`` at the current scrypt cost (or the explicit,
+    test-only ``scrypt_log2_n``): one atomic rewrite of ``master.wrapped``; no data is
+    re-encrypted. Returns the public protection info for store.json."""
+    if not new_passphrase:
+        raise KeyMaterialError("the passphrase must not be empty")
+    meta = _wrap_with_passphrase(master, new_passphrase, ScryptParams.fresh(scrypt_log2_n))
+    atomic_write_bytes(
+        keys_dir / MasterSecretSource.WRAPPED_NAME, json.dumps(meta, indent=1).encode("utf-8")
+    )
+    return public_protection_info(meta)
+
+
+def _wrap_with_passphrase(master: MasterKey, passphrase: str, params: ScryptParams) -> dict:
+    wrap_key = params.derive(passphrase)
+    nonce = secrets.token_bytes(12)
+    ct = AESGCM(wrap_key).encrypt(nonce, master.raw_for_key_file(), _MASTER_AAD)
+    return {
+        "mode": "passphrase",
+        **params.to_json(),
+        "nonce": base64.b64encode(nonce).decode("ascii"),
+        "ciphertext": base64.b64encode(ct).decode("ascii"),
+    }
+
+
 def _read_key_file(path: Path) -> bytes:
     """Read a hex key file; errors name the file, never its content."""
     try:
-        text = path.read_text("ascii").strip()
+        text = read_regular_file(path).decode("ascii").strip()
         secret = bytes.fromhex(text)
     except FileNotFoundError:
         raise KeyMaterialError(f"key file {path} not found") from None

@@ -5,6 +5,9 @@ Exit codes (also in docs/retention.md)::
     purge       0  nothing to do (no expired day held; also --dry-run with nothing to do)
                10  purged (with --dry-run: something would be purged, nothing was changed)
                75  refused: the store is locked by another holder (e.g. an ingest); retry later
+                3  refused: the store holds something it did not create (a symlink, FIFO,
+                   hard link, a folder where a file belongs ...); the message names the path.
+                   Nothing was changed; remove the path and run again
                 1  failed (I/O error, the purge log does not verify, ...); nothing is half-done
                    that the next run does not complete
                 2  usage / bad input (bad --as-of, future --as-of, no store, wrong passphrase)
@@ -16,6 +19,8 @@ Exit codes (also in docs/retention.md)::
                 2  usage / bad input
 
 The store's master secret comes from ANPRFED_PASSPHRASE or ANPRFED_KEY_FILE (purge, status);
+purge runs with ANPRFED_PURGE_KEY_FILE alone (the purge job's key from `anprfed force
+purge-key`: it signs the log and erases keys but cannot decrypt anything);
 verify-log needs only the public key recorded in store.json (or pinned with --public-key).
 """
 
@@ -46,7 +51,7 @@ from retention.policy import (
 )
 from retention.purge import check_consistency, last_purge, pending_intents, run_purge
 from retention.purge_log import PurgeLog, PurgeLogError, verify_log
-from retention.store import ForceStore, StoreError, open_store_from_env
+from retention.store import ForceStore, StoreError, UnsafePathError, open_store_from_env
 
 
 class PurgeExit(IntEnum):
@@ -55,6 +60,7 @@ class PurgeExit(IntEnum):
     NOTHING_TO_DO = 0
     FAILED = 1
     USAGE = 2
+    UNSAFE = 3
     PURGED = 10
     REFUSED = 75  # EX_TEMPFAIL (sysexits.h): try again later
 
@@ -80,8 +86,9 @@ app = typer.Typer(
     help=(
         "Rolling deletion of force-store days past the retention window, crypto-erase of their "
         "keys, and the signed purge log. Exit codes: purge 0 nothing to do, 10 purged, "
-        "75 refused (store locked), 1 failed, 2 bad input; status 0 compliant, 3 not "
-        "compliant; verify-log 0 intact, 1 tampered. See docs/retention.md."
+        "75 refused (store locked), 3 refused (unsafe path in the store), 1 failed, "
+        "2 bad input; status 0 compliant, 3 not compliant (or unsafe path); "
+        "verify-log 0 intact, 1 tampered. See docs/retention.md."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -105,10 +112,10 @@ def _fail(as_json: bool, status: str, message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _open_store(root: Path) -> ForceStore:
+def _open_store(root: Path, purge_only: bool = False) -> ForceStore:
     if not root.is_dir():
         raise StoreError(f"store directory not found: {root}")
-    return open_store_from_env(root)
+    return open_store_from_env(root, purge_only=purge_only)
 
 
 def _day_range(days: list[Any]) -> str:
@@ -145,11 +152,15 @@ def purge_command(
         instant = parse_as_of(as_of) if as_of is not None else utc_now()
         instant = check_not_future(instant, allow_future=allow_future_as_of)
         policy = RetentionPolicy(max_age_days)
-        force_store = _open_store(store)
+        force_store = _open_store(store, purge_only=True)
+    except UnsafePathError as exc:
+        raise _fail(as_json, "unsafe", str(exc), PurgeExit.UNSAFE) from None
     except (AsOfError, ValueError, StoreError, KeyManagementError) as exc:
         raise _fail(as_json, "usage", str(exc), PurgeExit.USAGE) from None
     try:
         result = run_purge(force_store, instant, policy, dry_run=dry_run, lock_timeout=wait)
+    except UnsafePathError as exc:
+        raise _fail(as_json, "unsafe", str(exc), PurgeExit.UNSAFE) from None
     except StoreLockedError as exc:
         raise _fail(as_json, "refused", str(exc), PurgeExit.REFUSED) from None
     except PurgeLogError as exc:
@@ -294,8 +305,10 @@ def status_command(
     """
     try:
         instant = parse_as_of(as_of) if as_of is not None else utc_now()
-        force_store = _open_store(store)
+        force_store = _open_store(store, purge_only=True)
         status = build_status(force_store, instant, RetentionPolicy(max_age_days))
+    except UnsafePathError as exc:
+        raise _fail(as_json, "unsafe", str(exc), StatusExit.NOT_COMPLIANT) from None
     except (AsOfError, StoreError, KeyManagementError, ValueError) as exc:
         raise _fail(as_json, "usage", str(exc), StatusExit.USAGE) from None
     last = status["last_purge"]

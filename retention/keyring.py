@@ -6,23 +6,38 @@ scope. Scopes: ``day:YYYY-MM-DD`` (a day's partition and quarantine), ``epoch:<n
 epoch key), ``register``, ``labels``, ``derived:<name>``. Removing an entry (with an atomic
 rewrite of the file) is a cryptographic erase of everything encrypted under that key.
 
-Every mutation re-reads the file first, so a long-lived handle never writes back stale entries.
+Every mutation holds an exclusive ``fcntl.flock`` on ``keys/keyring.lock`` from the re-read of
+the file to the rename of its replacement, so two handles (in one process or many: a training
+worker writing a feature cache while an ingest adds day keys) never lose each other's changes
+and a destroyed key is never written back. Holding that lock, :meth:`Keyring.remove_temp_files`
+erases the temp files an interrupted rewrite left in ``keys/`` (they hold wrapped keys, possibly
+of a day purged since); every store open calls it.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from privacy.aead import SealedBlobError, unwrap_key, wrap_key
-from safefiles.atomic import atomic_write_bytes
+from safefiles.atomic import (
+    atomic_write_bytes,
+    read_regular_file,
+    remove_file,
+    stale_temp_files,
+)
 
 KEYRING_VERSION = 1
+LOCK_NAME = "keyring.lock"
 DATA_KEY_BYTES = 32
 
 
@@ -73,6 +88,8 @@ class Keyring:
         self._wrapping_key = wrapping_key
         self._entries: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, bytes] = {}
+        self._lock_depth = 0
+        self._lock_fd = -1
         self.reload()
 
     def __repr__(self) -> str:
@@ -84,10 +101,15 @@ class Keyring:
         atomic_write_bytes(path, _dump([]))
         return cls(path, wrapping_key)
 
+    @property
+    def can_unwrap(self) -> bool:
+        """Whether this handle holds the wrapping key (a purge-only handle does not)."""
+        return bool(self._wrapping_key)
+
     def reload(self) -> None:
         """Re-read the keyring file (drops unwrapped keys of entries that are gone)."""
         try:
-            data = json.loads(self.path.read_text("utf-8"))
+            data = json.loads(read_regular_file(self.path).decode("utf-8"))
             entries = data["keys"]
             if data.get("version") != KEYRING_VERSION or not isinstance(entries, list):
                 raise ValueError
@@ -99,7 +121,46 @@ class Keyring:
         self._cache = {k: v for k, v in self._cache.items() if k in self._entries}
 
     def _save(self) -> None:
+        assert self._lock_depth, "keyring rewrites hold the keyring lock"
         atomic_write_bytes(self.path, _dump(list(self._entries.values())))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the keyring's exclusive lock (re-entrant within this handle); re-reads the file.
+
+        Blocks until another holder (handle or process) is done: keyring rewrites are short.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        fd = os.open(self.path.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd, self._lock_depth = fd, 1
+            try:
+                self.reload()
+                yield
+            finally:
+                self._lock_depth, self._lock_fd = 0, -1
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def remove_temp_files(self) -> int:
+        """Erase temp files an interrupted rewrite left in the keys folder; returns how many.
+
+        They can hold wrapped keys that have since been destroyed (a purged day's), so every
+        store open calls this, under the keyring lock (no rewrite is in flight then).
+        """
+        with self.locked():
+            stale = stale_temp_files(self.path.parent)
+            for p in stale:
+                remove_file(p)
+        return len(stale)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -166,9 +227,9 @@ class Keyring:
 
     def new_key(self, scope: str, key: bytes | None = None) -> tuple[str, bytes]:
         """Add a fresh random key for ``scope`` (atomic rewrite); returns ``(key_id, key)``."""
-        self.reload()
-        key_id, key = self._add(scope, key)
-        self._save()
+        with self.locked():
+            key_id, key = self._add(scope, key)
+            self._save()
         return key_id, key
 
     def _add(self, scope: str, key: bytes | None = None) -> tuple[str, bytes]:
@@ -192,25 +253,25 @@ class Keyring:
         Returns the new key ids. Ingest calls this before writing a batch of day partitions so
         the keyring is rewritten (and fsynced) once per batch, not once per day.
         """
-        self.reload()
-        have = {e["scope"] for e in self._entries.values()}
-        created: list[str] = []
-        for scope in dict.fromkeys(scopes):
-            if scope in have:
-                continue
-            key_id, _ = self._add(scope)
-            created.append(key_id)
-        if created:
-            self._save()
+        with self.locked():
+            have = {e["scope"] for e in self._entries.values()}
+            created: list[str] = []
+            for scope in dict.fromkeys(scopes):
+                if scope in have:
+                    continue
+                key_id, _ = self._add(scope)
+                created.append(key_id)
+            if created:
+                self._save()
         return created
 
     def destroy(self, key_id: str) -> bool:
         """Remove ``key_id`` (atomic rewrite): a cryptographic erase. Returns whether it existed."""
-        self.reload()
-        existed = self._entries.pop(key_id, None) is not None
-        self._cache.pop(key_id, None)
-        if existed:
-            self._save()
+        with self.locked():
+            existed = self._entries.pop(key_id, None) is not None
+            self._cache.pop(key_id, None)
+            if existed:
+                self._save()
         return existed
 
     def destroy_many(self, key_ids: list[str]) -> list[str]:
@@ -218,12 +279,12 @@ class Keyring:
 
         (Added for the purge: one rewrite per batch instead of one per key.)
         """
-        self.reload()
-        gone = [k for k in dict.fromkeys(key_ids) if self._entries.pop(k, None) is not None]
-        for k in key_ids:
-            self._cache.pop(k, None)
-        if gone:
-            self._save()
+        with self.locked():
+            gone = [k for k in dict.fromkeys(key_ids) if self._entries.pop(k, None) is not None]
+            for k in key_ids:
+                self._cache.pop(k, None)
+            if gone:
+                self._save()
         return gone
 
 

@@ -13,6 +13,13 @@ A purge, under the store lock (holder ``"purge"``):
    files kept in backups can no longer be decrypted;
 6. appends a signed ``commit`` entry naming the intent's seq and hash.
 
+Before step 1 the purge refuses a store holding anything it did not create (a symlink, FIFO,
+hard link or misplaced folder; :mod:`retention.store_guard`) and erases temp files crashed writers
+left (they may hold a day's key). It never follows a link: files are unlinked by name and folders
+removed only when empty. A derived artifact is removed when any of its source days is expired
+(held or not: a cache built from a day purged meanwhile is caught) or when its manifest does not
+authenticate.
+
 A crash at any point leaves a state the next run completes; afterwards the store, the keyring and
 the log agree (see :func:`check_consistency`). Log entries carry days, counts, bytes, key ids and
 the policy only: never a VRM, a pseudonym or a camera token.
@@ -36,7 +43,7 @@ from retention.keyring import derived_scope
 from retention.lock import store_lock
 from retention.policy import RetentionPolicy, expired_days, to_utc
 from retention.purge_log import LogEntry, PurgeLog
-from safefiles.atomic import fsync_dir
+from safefiles.atomic import fsync_dir, remove_empty_dir, remove_file
 
 #: The steps at which a test can kill a purge, in execution order.
 FAULT_STEPS = (
@@ -72,6 +79,8 @@ class PurgeStore(Protocol):
     def day_key_ids(self, day: date) -> list[str]: ...
     def has_key(self, key_id: str) -> bool: ...
     def signing_key(self) -> Any: ...
+    def check_tree(self) -> int: ...
+    def clean_interrupted_writes(self) -> int: ...
 
 
 def tool_version() -> str:
@@ -186,10 +195,11 @@ def _plan_for_days(
         key_ids.extend(store.day_key_ids(day))
     derived: list[str] = []
     for artifact in store.derived_artifacts():
-        # An artifact without a manifest (a crash mid-write) has unknown source days: it may
-        # be built from an expired day, so any purge removes it too.
-        unknown_days = not artifact.source_days
-        if day_set.intersection(artifact.source_days) or (days and unknown_days):
+        # An artifact whose manifest is missing (a crash mid-write) or does not authenticate
+        # has untrusted source days: it may be built from an expired day, so it goes too.
+        untrusted = not getattr(artifact, "authenticated", True) or not artifact.source_days
+        expired_source = bool(expired_days(list(artifact.source_days), as_of, policy))
+        if day_set.intersection(artifact.source_days) or expired_source or untrusted:
             derived.append(artifact.name)
             files.extend(_artifact_files(artifact))
             key_ids.extend(store.keyring.key_ids_for_scope(derived_scope(artifact.name)))
@@ -206,9 +216,18 @@ def _plan_for_days(
 
 
 def _artifact_files(artifact: Any) -> list[Path]:
-    """Every file of a derived artifact (its data file's directory: data and manifest)."""
+    """Every file of a derived artifact (its data file's directory: data and manifest).
+
+    Walks without following links; a link inside is listed as a file (unlinked, never its
+    target)."""
     directory = Path(artifact.path).parent
-    return sorted(p for p in directory.rglob("*") if p.is_file())
+    if directory.is_symlink() or not directory.is_dir():
+        return [directory] if directory.is_symlink() else []
+    out = []
+    for dirpath, dirs, files in os.walk(directory, followlinks=False):
+        out += [Path(dirpath) / f for f in files]
+        out += [Path(dirpath) / d for d in dirs if (Path(dirpath) / d).is_symlink()]
+    return sorted(out)
 
 
 def pending_intents(entries: list[LogEntry]) -> list[LogEntry]:
@@ -248,7 +267,7 @@ def _execute(
     # Step 4: files (derived artifacts sort first: "derived/" < "partitions/" < "quarantine/").
     half = max(1, len(plan.files) // 2)
     for i, rel in enumerate(plan.files, start=1):
-        (store.root / rel).unlink(missing_ok=True)
+        remove_file(store.root / rel)
         if i == half:
             _fault("mid_delete", fault_at)
     _remove_emptied_dirs(store, plan)
@@ -298,9 +317,9 @@ def _remove_emptied_dirs(store: PurgeStore, plan: PurgePlan) -> None:
     parents = {(store.root / rel).parent for rel in plan.files} | dirs
     for directory in sorted(dirs, reverse=True):
         with contextlib.suppress(OSError):
-            directory.rmdir()
+            remove_empty_dir(directory)
     for directory in sorted(parents | {d.parent for d in parents}):
-        if directory.is_dir():
+        if directory.is_dir() and not directory.is_symlink():
             fsync_dir(directory)
 
 
@@ -332,6 +351,8 @@ def run_purge(
 
     with store_lock(store.root, LOCK_HOLDER, timeout=lock_timeout):
         _fault("after_lock", fault_at)
+        store.check_tree()  # refuse planted links and special files before changing anything
+        store.clean_interrupted_writes()  # temp files may hold a (purged) day's wrapped key
         store.keyring.reload()  # another holder may have changed it while we waited
         log.recover(store.signing_key())
         empty = PurgePlan(as_of, policy, [], [], 0, [], [])

@@ -37,6 +37,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from safefiles.atomic import (
+    PRIVATE_DIR_MODE,
+    append_bytes,
+    atomic_write_bytes,
+    make_dirs,
+    read_regular_file,
+)
+
 LOG_DIR_NAME = "logs"
 LOG_FILE_NAME = "purge.jsonl"
 HEAD_FILE_NAME = "purge.head"
@@ -78,22 +86,13 @@ def _signature_ok(key: Ed25519PublicKey, domain: bytes, record: dict[str, Any]) 
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _complete_entry(tail: bytes) -> bool:
+    """Whether a newline-less tail is a whole entry (its newline lost), not a torn append."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        rec = json.loads(tail)
+    except ValueError:
+        return False
+    return isinstance(rec, dict) and set(rec) == ENTRY_FIELDS and canonical_bytes(rec) == tail
 
 
 def _now_iso(now: datetime | None) -> str:
@@ -147,12 +146,25 @@ class PurgeLog:
 
     # -- reading -------------------------------------------------------------------------
     def _raw_lines(self) -> tuple[list[bytes], bytes]:
-        """Complete lines and any torn (newline-less) tail."""
-        if not self.path.exists():
+        """Complete lines and any torn (newline-less) tail.
+
+        A tail that is a whole canonical entry (only its newline missing) counts as a line: it
+        is verified like any other and never trimmed."""
+        try:
+            data = read_regular_file(self.path)
+        except FileNotFoundError:
             return [], b""
-        data = self.path.read_bytes()
         *complete, tail = data.split(b"\n")
+        if tail and _complete_entry(tail):
+            return [*complete, tail], b""
         return complete, tail
+
+    def _missing_newline(self) -> bool:
+        try:
+            data = read_regular_file(self.path)
+        except FileNotFoundError:
+            return False
+        return bool(data) and not data.endswith(b"\n")
 
     def entries(self) -> list[LogEntry]:
         """Parse every complete line, without verifying signatures. Raises on malformed lines."""
@@ -179,10 +191,10 @@ class PurgeLog:
 
     def read_head(self) -> dict[str, Any] | None:
         """The head record, or None if there is none."""
-        if not self.head_path.exists():
-            return None
         try:
-            head = json.loads(self.head_path.read_bytes())
+            head = json.loads(read_regular_file(self.head_path))
+        except FileNotFoundError:
+            return None
         except ValueError as exc:
             raise PurgeLogError(f"{self.head_path}: not valid JSON") from exc
         if not isinstance(head, dict):
@@ -193,19 +205,31 @@ class PurgeLog:
     def _write_head(self, seq: int, last_hash: str, key: Ed25519PrivateKey) -> None:
         body = {"hash": last_hash, "seq": seq, "updated_at": _now_iso(None)}
         body["signature"] = _sign(key, HEAD_DOMAIN, body)
-        _atomic_write(self.head_path, canonical_bytes(body) + b"\n")
+        atomic_write_bytes(self.head_path, canonical_bytes(body) + b"\n")
 
     def _prepare_for_append(self, key: Ed25519PrivateKey) -> tuple[int, str]:
         """Check the log is intact, repair crash residue, and return (last seq, last hash)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir, PRIVATE_DIR_MODE)
         lines, tail = self._raw_lines()
         head = self.read_head()
         if tail:
-            # An append torn by a crash: only ever the bytes after the last newline.
-            with open(self.path, "r+b") as fh:
-                fh.truncate(sum(len(line) + 1 for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
+            # An append torn by a crash: only ever the bytes after the last newline, and never
+            # a whole entry (that is a lost newline, restored below). Only trimmed when the
+            # rest verifies, so nothing the head vouches for can be cut.
+            report = verify_log(self.dir.parent, key.public_key())
+            if not report.ok:
+                raise PurgeLogError(
+                    "purge log does not verify; refusing to trim or append: "
+                    + "; ".join(report.problems)
+                )
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, sum(len(line) + 1 for line in lines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif self._missing_newline():
+            append_bytes(self.path, b"\n")
         if head is None and not lines:
             self._write_head(0, GENESIS_HASH, key)
             return 0, GENESIS_HASH
@@ -246,12 +270,7 @@ class PurgeLog:
         }
         body["signature"] = _sign(key, ENTRY_DOMAIN, body)
         line = canonical_bytes(body)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_bytes(self.path, line + b"\n")
         digest = line_hash(line)
         self._write_head(seq + 1, digest, key)
         return LogEntry(
@@ -272,6 +291,8 @@ def verify_log(store_root: Path, public_key: Ed25519PublicKey) -> VerifyReport:
     problems: list[str] = []
     warnings: list[str] = []
     lines, tail = log._raw_lines()
+    if not tail and log._missing_newline():
+        warnings.append("the last entry lacks its final newline; the next purge restores it")
     prev = GENESIS_HASH
     hashes: list[str] = []
     for i, line in enumerate(lines, start=1):

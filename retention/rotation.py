@@ -1,9 +1,11 @@
 """Key management of a force store: day keys, the signing key, pseudonym-key rotation.
 
 A rotation re-keys every stored pseudonym (day partitions and label tables) from epoch ``n``
-to ``n+1``, deletes derived artifacts (caches keyed by old pseudonyms) and then destroys the
-old epoch key. It is recorded in store.json before it starts, so a crash leaves a state that the
-next ``rotate-key`` finishes.
+to ``n+1``, deletes derived artifacts (caches keyed by old pseudonyms), destroys the old epoch
+key and only then records the new epoch as current. It is recorded in store.json before it
+starts, so a crash at any point leaves a pending rotation that the next ``rotate-key`` finishes,
+including the erase of the old key (a store left by an older version with a stale epoch key and
+no pending rotation is finished too, and reported).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RotationReport:
     labels_rekeyed: int
     derived_removed: int
     destroyed_key_ids: tuple[str, ...]
+    resumed: bool = False
 
 
 class KeyManagement(PartitionStore, CatalogStore, DerivedStore):
@@ -48,7 +51,7 @@ class KeyManagement(PartitionStore, CatalogStore, DerivedStore):
 
     def signing_key(self) -> Any:
         """The Ed25519 private key that signs the purge log (derived from the master)."""
-        return self._master.signing_key()
+        return self._signer.signing_key()
 
     def signing_public_key_hex(self) -> str:
         """The purge-log verification key recorded in store.json."""
@@ -67,12 +70,21 @@ class KeyManagement(PartitionStore, CatalogStore, DerivedStore):
         are deleted. Hold the store lock while calling this.
         """
         rot = self._meta.get("rotation")
+        resumed = bool(rot)
+        stale = self.stale_epoch_key_ids()
+        if stale:
+            # an older version crashed between recording the new epoch and erasing the old key
+            gone = tuple(self.keyring.destroy_many(stale))
+            return RotationReport(self.key_epoch - 1, self.key_epoch, 0, 0, 0, 0, gone, True)
         if not rot:
             old, new = self.key_epoch, self.key_epoch + 1
             self._meta["rotation"] = {"from": old, "to": new}
             self._save_meta()
         else:
             old, new = int(rot["from"]), int(rot["to"])
+        if not self.keyring.key_ids_for_scope(epoch_scope(old)):
+            # crashed after the old key's erase: everything is at the new epoch already
+            return self._finish_rotation(old, new, 0, 0, 0, 0, (), resumed)
         _, old_key = self.keyring.key_for_scope(epoch_scope(old))
         _, new_key = self.keyring.key_for_scope(epoch_scope(new), create=True)
         partitions = reads = 0
@@ -105,20 +117,49 @@ class KeyManagement(PartitionStore, CatalogStore, DerivedStore):
         derived = self.derived_artifacts()
         for art in derived:
             self.delete_derived(art.name)
+        destroyed = self._destroy_epoch_keys_below(new)
+        return self._finish_rotation(
+            old, new, partitions, reads, labels, len(derived), destroyed, resumed
+        )
+
+    def _finish_rotation(
+        self,
+        old: int,
+        new: int,
+        partitions: int,
+        reads: int,
+        labels: int,
+        derived: int,
+        destroyed: tuple[str, ...],
+        resumed: bool,
+    ) -> RotationReport:
         self._meta["key_epoch"] = new
         self._meta.pop("rotation", None)
         self._meta["rotated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self._save_meta()
-        destroyed = self.destroy_stale_epoch_keys()
-        return RotationReport(old, new, partitions, reads, labels, len(derived), destroyed)
+        return RotationReport(old, new, partitions, reads, labels, derived, destroyed, resumed)
+
+    def stale_epoch_key_ids(self) -> list[str]:
+        """Epoch keys older than the current epoch while no rotation is pending: the trace of
+        an erase an older version left unfinished (``rotate-key`` destroys them)."""
+        if self._meta.get("rotation"):
+            return []
+        return [
+            e.key_id
+            for e in self.keyring.entries()
+            if e.scope.startswith("epoch:") and int(e.scope[6:]) < self.key_epoch
+        ]
+
+    def _destroy_epoch_keys_below(self, epoch: int) -> tuple[str, ...]:
+        ids = [
+            e.key_id
+            for e in self.keyring.entries()
+            if e.scope.startswith("epoch:") and int(e.scope[6:]) < epoch
+        ]
+        return tuple(self.keyring.destroy_many(ids))
 
     def destroy_stale_epoch_keys(self) -> tuple[str, ...]:
-        """Destroy every pseudonym epoch key older than the current epoch."""
+        """Destroy every pseudonym epoch key older than the current epoch (no-op mid-rotation)."""
         if self._meta.get("rotation"):
             return ()
-        gone = []
-        for e in self.keyring.entries():
-            if e.scope.startswith("epoch:") and int(e.scope[6:]) < self.key_epoch:
-                self.keyring.destroy(e.key_id)
-                gone.append(e.key_id)
-        return tuple(gone)
+        return self._destroy_epoch_keys_below(self.key_epoch)

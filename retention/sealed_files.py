@@ -18,11 +18,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from privacy.aead import SealedBlobError, open_sealed, read_header, seal
-from privacy.keys import MasterKey
+from privacy.keys import MasterKey, PurgeSigner
 from privacy.pseudonym import VrmPseudonymiser
 from retention.keyring import Keyring, KeyringError, MissingKeyError, epoch_scope
-from retention.store_errors import PartitionIntegrityError, RotationIncompleteError, StoreError
-from safefiles.atomic import atomic_write_bytes
+from retention.store_errors import (
+    PartitionIntegrityError,
+    RotationIncompleteError,
+    StoreError,
+    StoreIOError,
+    UnsafePathError,
+)
+from safefiles.atomic import (
+    PRIVATE_DIR_MODE,
+    UnsafeFileError,
+    atomic_write_bytes,
+    read_regular_file,
+)
 
 FORMAT_NAME = "anprfed-force-store"
 FORMAT_VERSION = 1
@@ -45,14 +56,64 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-class SealedFileStore:
-    """Root, metadata, master key and keyring of a store, and its sealed-file primitives."""
+def read_store_file(path: Path) -> bytes:
+    """A store file's bytes, refusing a symlink or special file (:class:`UnsafePathError`)."""
+    try:
+        return read_regular_file(path)
+    except UnsafeFileError as exc:
+        raise UnsafePathError(exc.path, exc.reason) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StoreIOError(path, exc) from None
 
-    def __init__(self, root: Path, meta: dict[str, Any], master: MasterKey) -> None:
+
+class SealedFileStore:
+    """Root, metadata, master key and keyring of a store, and its sealed-file primitives.
+
+    ``master`` is ``None`` for a purge-only handle (:meth:`retention.store.ForceStore.
+    open_for_purge`): it holds only the purge job's :class:`PurgeSigner` and can list, erase
+    and sign, but not decrypt.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        meta: dict[str, Any],
+        master: MasterKey | None,
+        signer: PurgeSigner | None = None,
+    ) -> None:
         self.root = Path(root)
         self._meta = meta
         self._master = master
-        self.keyring = Keyring(self.root / "keys" / Keyring.FILE_NAME, master.wrapping_key())
+        if signer is None:
+            if master is None:
+                raise StoreError("a store handle needs the master key or the purge signer")
+            signer = master.purge_signer()
+        self._signer = signer
+        wrapping = master.wrapping_key() if master is not None else b""
+        self.keyring = Keyring(self.root / "keys" / Keyring.FILE_NAME, wrapping)
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        """Atomically write a store file (0600, new folders 0700), never through a symlinked
+        folder inside the store."""
+        self._check_parents(path)
+        try:
+            atomic_write_bytes(path, data, dir_mode=PRIVATE_DIR_MODE)
+        except UnsafeFileError as exc:
+            raise UnsafePathError(exc.path, exc.reason) from None
+        except OSError as exc:
+            raise StoreIOError(path, exc) from None
+
+    def _check_parents(self, path: Path) -> None:
+        rel = Path(path).relative_to(self.root)
+        here = self.root
+        for part in rel.parts[:-1]:
+            here = here / part
+            if here.is_symlink():
+                raise UnsafePathError(here, "is a symbolic link the store did not create")
+            if here.exists() and not here.is_dir():
+                raise UnsafePathError(here, "is a file where the store keeps a folder")
 
     # --- metadata --------------------------------------------------------------------------
 
@@ -61,7 +122,7 @@ class SealedFileStore:
         """The public ``store.json`` (no key material needed)."""
         path = Path(root) / META_NAME
         try:
-            meta = json.loads(path.read_text("utf-8"))
+            meta = json.loads(read_store_file(path))
         except FileNotFoundError:
             raise StoreError(f"{root} is not an anprfed force store (no {META_NAME})") from None
         except (OSError, ValueError):
@@ -78,7 +139,7 @@ class SealedFileStore:
         self.keyring.reload()
 
     def _save_meta(self) -> None:
-        atomic_write_bytes(self.root / META_NAME, json.dumps(self._meta, indent=1).encode("utf-8"))
+        self._write_file(self.root / META_NAME, json.dumps(self._meta, indent=1).encode("utf-8"))
 
     @property
     def force(self) -> str:
@@ -98,6 +159,8 @@ class SealedFileStore:
     @property
     def master(self) -> MasterKey:
         """The unwrapped master key (``signing_key()``, ``camera_token_key()`` ...)."""
+        if self._master is None:
+            raise StoreError(f"{self.root} was opened with the purge key only: it cannot decrypt")
         return self._master
 
     @property
@@ -110,7 +173,7 @@ class SealedFileStore:
         """The VRM pseudonymiser of the current epoch."""
         self._check_not_rotating()
         _, epoch_key = self.keyring.key_for_scope(epoch_scope(self.key_epoch))
-        return VrmPseudonymiser(self._master.pseudonym_base_key(), epoch_key)
+        return VrmPseudonymiser(self.master.pseudonym_base_key(), epoch_key)
 
     def _check_not_rotating(self) -> None:
         if self._meta.get("rotation"):
@@ -128,13 +191,13 @@ class SealedFileStore:
         self, path: Path, kind: str, scope: str, key_scope: str, data: bytes, epoch: int = 0
     ) -> str:
         key_id, key = self.keyring.key_for_scope(key_scope, create=True)
-        atomic_write_bytes(path, seal(key, key_id, self._context(kind, scope), data, epoch))
+        self._write_file(path, seal(key, key_id, self._context(kind, scope), data, epoch))
         return key_id
 
     def _read_sealed(self, path: Path, kind: str, scope: str, key_scope: str) -> tuple[int, bytes]:
         """Authenticate and decrypt a store file; returns ``(epoch, plaintext)``."""
         try:
-            blob = path.read_bytes()
+            blob = read_store_file(path)
         except FileNotFoundError:
             raise PartitionIntegrityError(path, "file is missing") from None
         try:

@@ -31,13 +31,21 @@ and rotation (:mod:`retention.rotation`), over the sealed-file base
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from privacy.keys import KeyMaterialError, MasterSecretSource
+from privacy.keys import (
+    PURGE_KEY_FILE_ENV,
+    KeyMaterialError,
+    MasterSecretSource,
+    load_purge_signer,
+    rewrap_master_secret,
+    write_purge_key,
+)
 from retention.catalog import LABELS_SCHEMA, REGISTER_SCHEMA, CatalogStore
 from retention.derived import DerivedArtifact, DerivedStore
 from retention.keyring import Keyring, KeyringError, epoch_scope
@@ -58,9 +66,18 @@ from retention.store_errors import (
     PartitionIntegrityError,
     RotationIncompleteError,
     StoreError,
+    StoreIOError,
     UnsafePathError,
 )
-from safefiles.atomic import remove_file, stale_temp_files
+from retention.store_guard import check_store_tree
+from safefiles.atomic import (
+    PRIVATE_DIR_MODE,
+    UnsafeFileError,
+    append_bytes,
+    make_dirs,
+    remove_file,
+    stale_temp_files,
+)
 
 __all__ = [
     "LABELS_SCHEMA",
@@ -78,6 +95,7 @@ __all__ = [
     "RotationReport",
     "SealedFileStore",
     "StoreError",
+    "StoreIOError",
     "UnsafePathError",
     "days_under",
     "open_store_from_env",
@@ -109,9 +127,10 @@ class ForceStore(KeyManagement, QuarantineStore):
             raise StoreError("force name must be 1-64 letters, digits, '_', '.', or '-'")
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise StoreError(f"{root} already exists and is not an empty directory")
-        root.mkdir(parents=True, exist_ok=True)
+        make_dirs(root, PRIVATE_DIR_MODE)
+        os.chmod(root, PRIVATE_DIR_MODE)
         for sub in (*STORE_FOLDERS, "privacy"):
-            (root / sub).mkdir(exist_ok=True)
+            make_dirs(root / sub, PRIVATE_DIR_MODE)
         master, protection = secret.create(root / "keys")
         Keyring.create(root / "keys" / Keyring.FILE_NAME, master.wrapping_key())
         meta = {
@@ -132,14 +151,67 @@ class ForceStore(KeyManagement, QuarantineStore):
     def open(cls, root: Path, secret: MasterSecretSource) -> ForceStore:
         """Open an existing store; ``WrongPassphraseError`` if ``secret`` does not fit."""
         root = Path(root)
+        check_store_tree(root)
         meta = cls.read_meta(root)
         master = secret.load(root / "keys")
         if master.public_key_hex() != meta.get("signing", {}).get("public_key"):
             raise KeyMaterialError(f"{root / META_NAME} does not belong to this master secret")
+        return cls._opened(root, meta, master, None)
+
+    @classmethod
+    def open_for_purge(cls, root: Path, purge_key_file: Path) -> ForceStore:
+        """Open with the purge job's key file only (``anprfed force purge-key``): the handle
+        can list days, erase keys, remove files, check manifests and sign the purge log, but
+        holds no key that decrypts anything."""
+        root = Path(root)
+        check_store_tree(root)
+        meta = cls.read_meta(root)
+        signer = load_purge_signer(root / "keys", Path(purge_key_file))
+        if signer.public_key_hex() != meta.get("signing", {}).get("public_key"):
+            raise KeyMaterialError(f"{root / META_NAME} does not belong to this purge key")
+        return cls._opened(root, meta, None, signer)
+
+    @classmethod
+    def _opened(cls, root: Path, meta: dict[str, Any], master: Any, signer: Any) -> ForceStore:
         try:
-            return cls(root, meta, master)
+            store = cls(root, meta, master, signer)
         except KeyringError as exc:
             raise StoreError(str(exc)) from None
+        try:
+            # wrapped keys an interrupted keyring rewrite left behind (maybe of a purged day)
+            store.keyring.remove_temp_files()
+        except UnsafeFileError as exc:
+            raise UnsafePathError(exc.path, exc.reason) from None
+        except OSError as exc:
+            if exc.errno != errno.EROFS:  # a read-only store can still be read
+                raise StoreIOError(Path(exc.filename or root), exc) from None
+        return store
+
+    def check_tree(self) -> int:
+        """Refuse symlinks, special files, hard links and misplaced kinds anywhere in the store
+        (:func:`retention.store_guard.check_store_tree`); tightens modes to 0600/0700."""
+        return check_store_tree(self.root)
+
+    # --- key protection --------------------------------------------------------------------
+
+    def change_passphrase(self, new_passphrase: str, scrypt_log2_n: int | None = None) -> None:
+        """Re-wrap the master secret under ``new_passphrase`` at the current scrypt cost (the
+        explicit ``scrypt_log2_n`` is for tests only). No data is re-encrypted; the new
+        parameters are recorded in ``keys/master.wrapped`` and store.json."""
+        if self._meta.get("key_protection", {}).get("mode") != "passphrase":
+            raise StoreError("this store's master secret is in a key file, not a passphrase")
+        with self.keyring.locked():  # serialised with every other key-file rewrite
+            info = rewrap_master_secret(
+                self.root / "keys", self.master, new_passphrase, scrypt_log2_n
+            )
+            self._meta["key_protection"] = info
+            self._save_meta()
+
+    def create_purge_key(self, key_file: Path) -> None:
+        """Write the purge job's key file (0600, never overwritten) and wrap the signing seed
+        under it, so ``anprfed retention purge`` can run with it alone."""
+        with self.keyring.locked():
+            write_purge_key(self.root / "keys", self._signer, Path(key_file))
 
     def lock(self, holder: str, timeout: float = 0.0) -> contextlib.AbstractContextManager[Path]:
         """The store's exclusive lock (``retention.lock.store_lock``)."""
@@ -157,25 +229,38 @@ class ForceStore(KeyManagement, QuarantineStore):
         return sorted(days)
 
     def day_files(self, day: date) -> list[Path]:
-        """Every file holding data of ``day``: its partition and quarantine files."""
+        """Every file holding data of ``day``: its partition and quarantine files.
+
+        Lists only the store's own folders and files: a symlinked day folder or file is
+        refused (:class:`UnsafePathError`), never followed."""
         out: list[Path] = []
         for d in self.day_dirs(day):
-            out += sorted(p for p in d.iterdir() if p.is_file())
+            for p in sorted(d.iterdir()):
+                if p.is_symlink():
+                    raise UnsafePathError(p, "is a symbolic link the store did not create")
+                if p.is_file():
+                    out.append(p)
         return out
 
     def day_dirs(self, day: date) -> list[Path]:
-        """Directories of ``day`` (to remove once empty after a purge)."""
+        """Directories of ``day`` (to remove once empty after a purge); refuses symlinks."""
         name = day_dir_name(day)
-        dirs = [self.root / "partitions" / name, self.root / "quarantine" / name]
-        return [d for d in dirs if d.is_dir()]
+        out = []
+        for d in [self.root / "partitions" / name, self.root / "quarantine" / name]:
+            if d.is_symlink():
+                raise UnsafePathError(d, "is a symbolic link the store did not create")
+            if d.is_dir():
+                out.append(d)
+        return out
 
     # --- crash leftovers --------------------------------------------------------------
 
     def clean_interrupted_writes(self) -> int:
         """Remove temp files left by a crashed writer; returns how many. Hold the store lock."""
         stale = stale_temp_files(self.root)
-        for p in stale:
-            remove_file(p)
+        with self.keyring.locked():
+            for p in stale:
+                remove_file(p)
         return len(stale)
 
     # --- accounting ------------------------------------------------------------------------
@@ -188,15 +273,23 @@ class ForceStore(KeyManagement, QuarantineStore):
         """Append one JSON line to ``logs/<name>.jsonl`` (counts only: callers' duty) + fsync."""
         check_name(name, "log")
         path = self.root / "logs" / f"{name}.jsonl"
-        path.parent.mkdir(exist_ok=True)
+        self._check_parents(path)
+        make_dirs(path.parent, PRIVATE_DIR_MODE)
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            append_bytes(path, line.encode("utf-8"))
+        except UnsafeFileError as exc:
+            raise UnsafePathError(exc.path, exc.reason) from None
+        except OSError as exc:
+            raise StoreIOError(path, exc) from None
         return path
 
 
-def open_store_from_env(root: Path) -> ForceStore:
-    """Open a store with ``ANPRFED_KEY_FILE`` or ``ANPRFED_PASSPHRASE`` (for CLIs)."""
+def open_store_from_env(root: Path, purge_only: bool = False) -> ForceStore:
+    """Open a store with ``ANPRFED_KEY_FILE`` or ``ANPRFED_PASSPHRASE`` (for CLIs).
+
+    With ``purge_only``, ``ANPRFED_PURGE_KEY_FILE`` (when set) opens a purge-only handle."""
+    purge_key = os.environ.get(PURGE_KEY_FILE_ENV)
+    if purge_only and purge_key:
+        return ForceStore.open_for_purge(root, Path(purge_key))
     return ForceStore.open(root, MasterSecretSource.from_env())

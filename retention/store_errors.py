@@ -8,6 +8,7 @@ __all__ = [
     "PartitionIntegrityError",
     "RotationIncompleteError",
     "StoreError",
+    "StoreIOError",
     "UnsafePathError",
 ]
 
@@ -42,3 +43,18 @@ class UnsafePathError(StoreError):
         super().__init__(
             f"refusing unsafe store path {path}: {reason}; remove it and run the command again"
         )
+
+
+class StoreIOError(StoreError, OSError):
+    """The operating system refused a store file operation (permission, read-only mount, full
+    disk ...). Nothing half-written is left in place; fix the cause and run again."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        message = (
+            f"cannot write or read {path}: {exc.strerror or exc}; nothing was half-written, "
+            "fix the cause and run the command again"
+        )
+        super().__init__(message)
+        self.path = Path(path)
+        self.errno = exc.errno
+        self.strerror = message

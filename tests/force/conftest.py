@@ -12,14 +12,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from force_export_factory import PASSPHRASE, Export, make_export
 
-from privacy.keys import INSECURE_SCRYPT_LOG2N_ENV, MasterSecretSource
+from privacy.keys import MasterSecretSource
 from retention.store import ForceStore
 
 
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests only: scrypt n = 2**4 for stores created here (the default stays 2**15)."""
-    monkeypatch.setenv(INSECURE_SCRYPT_LOG2N_ENV, "4")
+    """Key material from the environment (stores made in-process use scrypt n = 2**4)."""
     monkeypatch.delenv("ANPRFED_KEY_FILE", raising=False)
     monkeypatch.setenv("ANPRFED_PASSPHRASE", PASSPHRASE)
 
@@ -27,7 +26,7 @@ def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def secret() -> MasterSecretSource:
     """The tests' passphrase source."""
-    return MasterSecretSource.from_passphrase(PASSPHRASE)
+    return MasterSecretSource.from_passphrase(PASSPHRASE, scrypt_log2_n=4)
 
 
 @pytest.fixture

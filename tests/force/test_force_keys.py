@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import serialization
 
 from privacy.keys import (
     DEFAULT_SCRYPT_LOG2N,
-    INSECURE_SCRYPT_LOG2N_ENV,
     KeyMaterialError,
     MasterKey,
     MasterSecretSource,
@@ -24,10 +23,11 @@ from retention.store import ForceStore
 
 
 def test_default_scrypt_cost_is_strong(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(INSECURE_SCRYPT_LOG2N_ENV)
+    # no environment variable lowers it (the old test-only one is ignored)
+    monkeypatch.setenv("ANPRFED_INSECURE_TEST_SCRYPT_LOG2N", "4")
     params = ScryptParams.fresh()
-    assert params.log2_n == DEFAULT_SCRYPT_LOG2N >= 15
-    assert params.to_json()["n"] >= 2**15 and params.r == 8 and params.p == 1
+    assert params.log2_n == DEFAULT_SCRYPT_LOG2N >= 17
+    assert params.to_json()["n"] >= 2**17 and params.r == 8 and params.p == 1
 
 
 def test_passphrase_wraps_and_reopens(tmp_path: Path) -> None:

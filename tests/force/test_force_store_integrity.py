@@ -133,7 +133,9 @@ def test_derived_artifacts_bind_their_source_days(store: ForceStore) -> None:
     m = json.loads(manifest.read_text())
     m["source_days"] = ["2024-05-02"]
     manifest.write_text(json.dumps(m))
-    assert store.derived_artifacts()[0].source_days == (D2,)
+    # (regression, issue 15: the edited day list used to be trusted by the purge)
+    (edited,) = store.derived_artifacts()
+    assert edited.source_days == () and not edited.authenticated
     with pytest.raises(PartitionIntegrityError):
         store.read_derived("features")
     store.delete_derived("features")
