@@ -28,6 +28,7 @@ from client_force.quarantine_export import (
 from client_force.status import store_status
 from privacy.keys import (
     KEY_FILE_ENV,
+    NEW_PASSPHRASE_ENV,
     PASSPHRASE_ENV,
     KeyManagementError,
     KeyMaterialError,
@@ -35,7 +36,7 @@ from privacy.keys import (
     WrongPassphraseError,
 )
 from retention.lock import StoreLockedError
-from retention.policy import AsOfError, parse_as_of
+from retention.policy import AsOfError, check_not_future, parse_as_of
 from retention.store import (
     ForceStore,
     PartitionIntegrityError,
@@ -47,11 +48,16 @@ EXIT_OK = 0
 EXIT_INPUT = 2  # bad input or key: wrong passphrase, missing key, unreadable/corrupt export
 EXIT_STORE = 3  # store problem: not a store, integrity failure, interrupted rotation
 EXIT_LOCKED = 4  # another command holds the store lock; retry later
+EXIT_NOTHING_STORED = 5  # ingest: the export had rows but none was stored or deduplicated
+EXIT_TOO_MANY_REJECTED = 6  # ingest: rejected rows passed --max-rejected-fraction
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 2 bad input or key material (wrong passphrase, missing key, "
-    "unreadable or corrupt export, bad option); 3 store problem (not a store, tampered or "
-    "truncated file, interrupted key rotation); 4 store locked by another command."
+    "unreadable or corrupt export, bad option, future --as-of); 3 store problem (not a store, "
+    "tampered or truncated file, interrupted key rotation, a symlink or special file planted in "
+    "the store, permission, read-only or full disk: the message names the path); 4 store "
+    "locked by another command; ingest only: 5 nothing stored (every row rejected: check "
+    "--as-of against the data's dates), 6 rejected rows above --max-rejected-fraction."
 )
 
 app = typer.Typer(
@@ -110,6 +116,9 @@ def _run(as_json: bool, fn: Callable[[], Any]) -> Any:
         _fail(EXIT_LOCKED, str(exc), as_json)
     except (PartitionIntegrityError, RotationIncompleteError, StoreError) as exc:
         _fail(EXIT_STORE, str(exc), as_json)
+    except OSError as exc:  # permission, read-only mount, full disk ... (names the file)
+        where = exc.filename or "the store"
+        _fail(EXIT_STORE, f"{where}: {exc.strerror or exc}; fix the cause and run again", as_json)
 
 
 def _prompt_passphrase(confirm: bool) -> str:
@@ -143,13 +152,19 @@ def _open(store: Path, key_file: Path | None) -> ForceStore:
 
 
 def parse_ingest_as_of(text: str | None) -> datetime:
-    """``--as-of`` for ingest: a date means the end of that UTC day; default now (UTC)."""
+    """``--as-of`` for ingest: a date means the end of that UTC day; default now (UTC).
+
+    An instant later than the clock (beyond the end of today) is refused: it would shift the
+    retention window forward and reject rows that are still within it."""
     if text is None:
         return datetime.now(UTC)
     value = text.strip()
     if len(value) == 10:
-        return parse_as_of(value) + timedelta(days=1)
-    return parse_as_of(value)
+        instant = parse_as_of(value) + timedelta(days=1)
+        today_end = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
+        check_not_future(instant, now=today_end + timedelta(days=1))
+        return instant
+    return check_not_future(parse_as_of(value))
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
@@ -249,10 +264,22 @@ def ingest_cmd(
     max_age_days: int = typer.Option(
         DEFAULT_MAX_AGE_DAYS, "--max-age-days", help="Retention window in days."
     ),
+    max_rejected_fraction: float = typer.Option(
+        1.0,
+        "--max-rejected-fraction",
+        min=0.0,
+        max=1.0,
+        help="Exit 6 when more than this fraction of the rows was rejected (default 1.0: never).",
+    ),
     key_file: Path | None = KEY_FILE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Validate, pseudonymise and store EXPORT. Every row is stored, deduplicated or rejected."""
+    """Validate, pseudonymise and store EXPORT. Every row is stored, deduplicated or rejected.
+
+    Exit 5 when the export had rows but none was stored or deduplicated (e.g. every row
+    ``past_retention`` because --as-of does not fit the data), 6 when the rejected fraction
+    passes --max-rejected-fraction; the report is printed either way.
+    """
 
     def body() -> IngestReport:
         instant = parse_ingest_as_of(as_of)
@@ -265,10 +292,32 @@ def ingest_cmd(
         )
 
     report = _run(as_json, body)
+    code, problem = ingest_exit_code(report, max_rejected_fraction)
     if as_json:
-        typer.echo(json.dumps({"ok": True, **report.to_dict()}))
+        typer.echo(json.dumps({"ok": code == EXIT_OK, "exit_code": code, **report.to_dict()}))
     else:
         _print_report(report, f"ingest of {report.export}")
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(code)
+
+
+def ingest_exit_code(report: IngestReport, max_rejected_fraction: float) -> tuple[int, str]:
+    """The exit code of an ingest and, when not 0, why (counts only)."""
+    d = report.to_dict()
+    rows = int(d["input_rows"])
+    if rows and not d["stored"] and not d["duplicates"]:
+        reasons = {k: v for k, v in d["rejected_by_reason"].items() if v}
+        return EXIT_NOTHING_STORED, (
+            f"nothing stored: all {rows} rows were rejected ({reasons}); if they are "
+            "past_retention, pass --as-of to match the export's dates"
+        )
+    if rows and d["rejected"] / rows > max_rejected_fraction:
+        return EXIT_TOO_MANY_REJECTED, (
+            f"{d['rejected']} of {rows} rows rejected, above --max-rejected-fraction "
+            f"{max_rejected_fraction}"
+        )
+    return EXIT_OK, ""
 
 
 @app.command("labels")
@@ -322,6 +371,11 @@ def status_cmd(
         ("key epoch", d["key_epoch"]),
     ]
     _console.print(_table(f"store {store}", rows))
+    if d["stale_epoch_keys"]:
+        _console.print(
+            f"[yellow]warning: {d['stale_epoch_keys']} old pseudonym key(s) survived an "
+            "interrupted rotation; run `anprfed force rotate-key` to finish erasing them[/]"
+        )
 
 
 @app.command("quarantine")
@@ -393,6 +447,7 @@ def rotate_key_cmd(
         s = _open(store, key_file)
         with s.lock("rotate-key"):
             s.refresh()
+            s.check_tree()
             s.clean_interrupted_writes()
             rep = s.rotate_pseudonym_key()
         s.append_log(
@@ -404,10 +459,12 @@ def rotate_key_cmd(
                 "new_epoch": rep.new_epoch,
                 "partitions_rekeyed": rep.partitions_rekeyed,
                 "destroyed_key_ids": list(rep.destroyed_key_ids),
+                "finished_interrupted": rep.resumed,
             },
         )
         return {
             "ok": True,
+            "finished_interrupted_rotation": rep.resumed,
             "old_epoch": rep.old_epoch,
             "new_epoch": rep.new_epoch,
             "partitions_rekeyed": rep.partitions_rekeyed,
@@ -421,8 +478,63 @@ def rotate_key_cmd(
     if as_json:
         typer.echo(json.dumps(out))
     else:
+        if out["finished_interrupted_rotation"]:
+            _console.print(
+                "[yellow]an earlier rotation was interrupted; it is now finished "
+                f"(old epoch key(s) erased: {len(out['destroyed_key_ids'])})[/]"
+            )
         rows = [(k.replace("_", " "), v) for k, v in out.items() if k != "ok"]
         _console.print(_table(f"rotated pseudonym key of {store}", rows))
+
+
+@app.command("passphrase")
+def passphrase_cmd(
+    store: Path = STORE_ARG,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Change the store's passphrase (re-wraps the master secret only; no data is re-encrypted).
+
+    The current passphrase comes from ANPRFED_PASSPHRASE (or a prompt), the new one from
+    ANPRFED_NEW_PASSPHRASE (or a prompt). The new wrap uses the current scrypt cost (n = 2**17,
+    r = 8, p = 1), recorded in keys/master.wrapped and store.json, so this also raises the cost
+    of a store made with a lower one.
+    """
+
+    def body() -> dict[str, Any]:
+        s = _open(store, None)
+        new = os.environ.get(NEW_PASSPHRASE_ENV) or str(
+            typer.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
+        )
+        with s.lock("passphrase"):
+            s.change_passphrase(new)
+        prot = s.meta["key_protection"]
+        return {"ok": True, "kdf": {k: prot[k] for k in ("kdf", "n", "r", "p") if k in prot}}
+
+    out = _run(as_json, body)
+    typer.echo(json.dumps(out) if as_json else f"passphrase changed; kdf {out['kdf']}")
+
+
+@app.command("purge-key")
+def purge_key_cmd(
+    store: Path = STORE_ARG,
+    out: Path = typer.Option(..., "--out", help="NEW key file for the purge job (mode 0600)."),
+    key_file: Path | None = KEY_FILE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Give the purge job a key of its own: it signs the purge log and erases expired days'
+    keys, but cannot decrypt anything. Run the purge with ANPRFED_PURGE_KEY_FILE=OUT."""
+
+    def body() -> dict[str, Any]:
+        s = _open(store, key_file)
+        with s.lock("purge-key"):
+            s.create_purge_key(out)
+        return {"ok": True, "purge_key_file": str(out)}
+
+    result = _run(as_json, body)
+    typer.echo(
+        json.dumps(result) if as_json else f"purge key written to {out} (mode 0600); "
+        "run `anprfed retention purge` with ANPRFED_PURGE_KEY_FILE set to it"
+    )
 
 
 __all__ = ["EXIT_CODES_HELP", "app", "parse_ingest_as_of"]

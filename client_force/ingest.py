@@ -329,6 +329,7 @@ def ingest_export(
     )
     with store.lock("ingest", timeout=lock_timeout):
         store.refresh()
+        store.check_tree()
         store.clean_interrupted_writes()
         tokeniser = CameraTokeniser(store.master.camera_token_key())
         register = cameras if cameras is not None else default_register_path(export)

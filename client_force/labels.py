@@ -178,6 +178,8 @@ def ingest_labels(
     report = _new_report(path.name, export_format(path), as_of)
     with store.lock("labels", timeout=lock_timeout):
         store.refresh()
+        store.check_tree()
+        store.clean_interrupted_writes()
         return _ingest_chunks(store, iter_export(path, columns=LABEL_COLUMNS), report, as_of)
 
 
@@ -216,4 +218,6 @@ def ingest_labels_frame(
     report = _new_report("<frame>", "frame", as_of)
     with store.lock("labels", timeout=lock_timeout):
         store.refresh()
+        store.check_tree()
+        store.clean_interrupted_writes()
         return _ingest_chunks(store, [chunk], report, as_of)

@@ -38,6 +38,7 @@ class StoreStatus:
     labels: int
     derived_artifacts: int
     keys_in_keyring: int
+    stale_epoch_keys: int  # > 0: an interrupted rotation left an old key; run rotate-key
     bytes: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def store_status(store: ForceStore) -> StoreStatus:
         labels=0 if labels is None else len(labels),
         derived_artifacts=len(store.derived_artifacts()),
         keys_in_keyring=len(store.keyring.entries()),
+        stale_epoch_keys=len(store.stale_epoch_key_ids()),
         bytes=store.bytes_on_disk(),
     )
 

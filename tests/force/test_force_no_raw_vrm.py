@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from force_export_factory import make_export, make_messy_export
+from force_export_factory import PASSPHRASE, make_export, make_messy_export
 from typer.testing import CliRunner
 
 from client_force.cli import app
+from privacy.keys import MasterSecretSource
+from retention.store import ForceStore
 
 runner = CliRunner()
 
@@ -56,8 +58,8 @@ def test_no_raw_vrm_in_store_logs_temp_or_output(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     store = tmp_path / "store"
     outputs = []
+    ForceStore.create(store, "cheshire", MasterSecretSource.from_passphrase(PASSPHRASE, 4))
     for args in (
-        ["init", str(store), "--force", "cheshire"],
         ["ingest", str(store), str(clean.path), "--as-of", "2024-06-01"],
         ["ingest", str(store), str(messy.path), "--as-of", "2024-06-01", "--json"],
         ["ingest", str(store), str(messy.path), "--as-of", "2024-06-01"],

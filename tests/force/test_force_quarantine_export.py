@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from force_export_factory import MessyExport, make_messy_export
-from test_force_cli import run
+from test_force_cli import init_store, run
 
 INGEST_OPTIONS = ("--as-of", "2024-06-01", "--max-age-days", "365", "--json")
 
@@ -17,7 +17,7 @@ def _messy_store(tmp_path: Path) -> tuple[MessyExport, str, dict]:
     """A store that ingested the messy export: (the export, the store path, the report)."""
     messy = make_messy_export(tmp_path / "export")
     store = str(tmp_path / "s")
-    assert run("init", store, "--force", "cheshire", "--json")[0] == 0
+    init_store(store)
     code, out, _ = run(
         "ingest", store, str(messy.path), "--cameras", str(messy.cameras), *INGEST_OPTIONS
     )
