@@ -47,6 +47,13 @@ def _tick(name: str, path: object) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def configure(kill_at: int = 0, trace: str | None = None) -> None:
+    """Tests only: re-arm injection in this process (e.g. a forked child), resetting the count."""
+    global _KILL_AT, _TRACE, _ACTIVE, _count
+    _KILL_AT, _TRACE, _count = int(kill_at), trace, 0
+    _ACTIVE = bool(_KILL_AT or _TRACE)
+
+
 def steps_taken() -> int:
     """How many steps this process has marked (0 when injection is off)."""
     return _count
