@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from privacy.aead import SealedBlobError, unwrap_key, wrap_key
+from retention.store_errors import StoreIOError
 from safefiles.atomic import (
+    UnsafeFileError,
     atomic_write_bytes,
     read_regular_file,
     remove_file,
@@ -122,7 +124,12 @@ class Keyring:
 
     def _save(self) -> None:
         assert self._lock_depth, "keyring rewrites hold the keyring lock"
-        atomic_write_bytes(self.path, _dump(list(self._entries.values())))
+        try:
+            atomic_write_bytes(self.path, _dump(list(self._entries.values())))
+        except OSError as exc:
+            if isinstance(exc, UnsafeFileError):
+                raise
+            raise StoreIOError(self.path, exc) from None
 
     @contextmanager
     def locked(self) -> Iterator[None]:

@@ -38,6 +38,15 @@ FILES = frozenset(
 )
 #: Folders whose children are per-day folders ``day=YYYY-MM-DD``.
 DAY_PARENTS = frozenset({"partitions", "quarantine"})
+#: Folders that hold only files (a day's folder and an artifact's folder too).
+FILE_PARENTS = frozenset({"keys", "cameras", "labels", "logs"})
+
+
+def _holds_only_files(parent: str) -> bool:
+    parts = parent.split("/")
+    if parent in FILE_PARENTS:
+        return True
+    return len(parts) == 2 and parts[0] in (*DAY_PARENTS, "derived")
 
 
 def _kind(mode: int) -> str:
@@ -69,7 +78,7 @@ def _check_entry(root: Path, path: Path, st: os.stat_result, owner: int) -> None
         want_dir = False
     if want_dir and not stat.S_ISDIR(mode):
         raise UnsafePathError(path, "is a file where the store keeps a folder")
-    if rel in FILES and not stat.S_ISREG(mode):
+    if (rel in FILES or _holds_only_files(parent)) and not stat.S_ISREG(mode):
         raise UnsafePathError(path, "is a folder where the store keeps a file")
     if stat.S_ISREG(mode) and st.st_nlink > 1:
         raise UnsafePathError(
