@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -26,9 +28,11 @@ from deployment.certs import (
 )
 from deployment.files import DeployFileError
 from deployment.node_keys import NodeKeyError, write_node_keys
+from deployment.node_register import node_id, parse_register_output, record_node
 from deployment.plan import (
     DEFAULT_CONNECTION,
     DEFAULT_NODE_KEYS_DIR,
+    DEFAULT_OPERATOR_HOME,
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
     DEFAULT_STORE,
@@ -171,6 +175,11 @@ def plan(
         "", help="Run-config overrides (flwr syntax: 'k=v k2=\"text\"'); keys are checked."
     ),
     fmt: str = typer.Option("text", "--format", help="text (shell script) or json (argv lists)."),
+    operator_home: str = typer.Option(
+        DEFAULT_OPERATOR_HOME,
+        help="FLWR_HOME of the operator's CLI (connection, node register); an exported "
+        "FLWR_HOME wins.",
+    ),
 ) -> None:
     """Print the exact flower-superlink, flwr supernode register, flower-supernode and flwr run
     command lines for these forces and hosts."""
@@ -193,6 +202,7 @@ def plan(
             connection=connection,
             app=app_dir,
             run_config=parse_run_config(run_config),
+            operator_home=operator_home,
         )
     except (PlanError, NodeKeyError, CertificateError) as exc:
         raise _fail(exc) from None
@@ -200,3 +210,34 @@ def plan(
         typer.echo(json.dumps(deployment.as_dict(), indent=2))
     else:
         typer.echo(deployment.render())
+
+
+REGISTER_OPT = typer.Option(..., "--register", help="The node register file (JSON).")
+
+
+@app.command("record-node")
+def record_node_cmd(
+    force: str = typer.Argument(..., help="The force whose SuperNode was just registered."),
+    register: str = REGISTER_OPT,
+) -> None:
+    """Read `flwr supernode register ... --format json` output on stdin and record the force's
+    node id in the register (revoking it later needs the id)."""
+    text = sys.stdin.read()
+    try:
+        nid = parse_register_output(text)
+        record_node(Path(register), force, nid)
+    except DeployFileError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{force}: node id {nid} recorded in {register}")
+
+
+@app.command("node-id")
+def node_id_cmd(
+    force: str = typer.Argument(..., help="The force."),
+    register: str = REGISTER_OPT,
+) -> None:
+    """Print a force's node id from the register (e.g. for `flwr supernode unregister`)."""
+    try:
+        typer.echo(str(node_id(Path(register), force)))
+    except DeployFileError as exc:
+        raise _fail(exc) from None

@@ -43,9 +43,11 @@ DATABASE_NAME = "superlink.db"
 LOG_NAME = "superlink.log"
 SUPERLINK_HOME_NAME = "flwr-home"
 
-OPERATOR_HOME = 'FLWR_HOME="$HOME/.flwr-anprfed"'
-"""The operator's ``FLWR_HOME`` in the rendered plan (holds only this deployment's connection)."""
+DEFAULT_OPERATOR_HOME = "$HOME/.flwr-anprfed"
+"""Default ``FLWR_HOME`` of the operator's CLI (``--operator-home``; an exported ``FLWR_HOME``
+wins): a Flower config of its own holding this deployment's connection and node register."""
 _CONNECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_OPERATOR_HOME = re.compile(r"^(\$HOME/|/)[A-Za-z0-9._/-]*$")
 
 BASE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 """Environment every Flower process of the deployment gets (no telemetry, no update check)."""
@@ -93,6 +95,7 @@ class DeploymentPlan:
     connection: str = DEFAULT_CONNECTION
     app: str = "."
     run_config: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+    operator_home: str = DEFAULT_OPERATOR_HOME  # the operator CLI's FLWR_HOME
 
     def __post_init__(self) -> None:
         parse_hosts([self.superlink_host])
@@ -107,6 +110,11 @@ class DeploymentPlan:
         for force in self.forces:
             force.node_config()  # validate paths now
         _check_run_config(self.run_config)
+        if not _OPERATOR_HOME.match(self.operator_home):
+            raise PlanError(
+                f"--operator-home {self.operator_home!r}: an absolute path or $HOME/..., of "
+                "letters, digits, '.', '_', '-' and '/'"
+            )
         if not _CONNECTION_NAME.match(self.connection):
             raise PlanError(f"--connection {self.connection!r}: use letters, digits, '-' or '_'")
 
@@ -152,6 +160,17 @@ class DeploymentPlan:
     def superlink_home(self) -> str:
         """``FLWR_HOME`` of the SuperLink and its SuperExec (app bundles it unpacks)."""
         return str(PurePosixPath(self.state_dir) / SUPERLINK_HOME_NAME)
+
+    @property
+    def operator_home_export(self) -> str:
+        """``export FLWR_HOME=...`` of the operator's shell: an exported ``FLWR_HOME`` wins,
+        else :attr:`operator_home` (a leading ``$HOME/`` expands)."""
+        return f'export FLWR_HOME="${{FLWR_HOME:-{self.operator_home}}}"'
+
+    @property
+    def node_register(self) -> str:
+        """The node register (force -> node id) beside the operator's connection."""
+        return "$FLWR_HOME/node-register.json"
 
     def force(self, name: str) -> ForceNode:
         """The force called ``name``."""
@@ -251,20 +270,34 @@ class DeploymentPlan:
             f"# == 1. national unit, SuperLink host ({self.address}) ==",
             f"#    needs {self.ca_cert}, {PurePosixPath(self.tls_dir) / SERVER_CERT} and "
             f"{PurePosixPath(self.tls_dir) / SERVER_KEY} (0600); never ca.key",
-            f"mkdir -p {shlex.quote(self.superlink_home)}",
+            "#    umask 077 and a 0700 state folder: superlink.db (and its -wal) hold every",
+            "#    message; nobody but the SuperLink's user may read them",
+            "umask 077",
+            f"mkdir -p -m 0700 {shlex.quote(self.state_dir)} {shlex.quote(self.superlink_home)}",
+            f"chmod 0700 {shlex.quote(self.state_dir)}",
             _env_line(self.superlink_env()) + " \\",
             "  " + _join(self.superlink_argv()),
             "",
             "# == 2. national unit, operator CLI: the connection, one registration per force ==",
             "#    check each .pub fingerprint with the force over a second channel first:",
             "#    ssh-keygen -lf <force>.pub",
-            f"export {OPERATOR_HOME}   # a Flower config of its own: ~/.flwr stays untouched",
-            'mkdir -p "$FLWR_HOME"',
+            f"{self.operator_home_export}   # a Flower config of its own: ~/.flwr untouched",
+            'mkdir -p -m 0700 "$FLWR_HOME"',
             "cat > \"$FLWR_HOME/config.toml\" <<'EOF'",
             self.flwr_config_toml().rstrip("\n"),
             "EOF",
         ]
-        out += [_join(self.register_argv(f)) for f in self.forces]
+        out.append(
+            "#    each registration's node id goes into the node register (revocation needs it:"
+            " `anprfed deploy node-id FORCE`)"
+        )
+        out += [
+            _join([*self.register_argv(f), "--format", "json"])
+            + " | "
+            + _join(["anprfed", "deploy", "record-node", f.name, "--register"])
+            + f' "{self.node_register}"'
+            for f in self.forces
+        ]
         out.append(f"flwr supernode ls {shlex.quote(self.connection)}")
         for force in self.forces:
             out += [
@@ -286,7 +319,9 @@ class DeploymentPlan:
         out += [
             "",
             "# == 4. national unit, operator CLI, in the Flower App folder (this repository) ==",
-            f"export {OPERATOR_HOME}",
+            "#    the run config's window-start/window-end/as-of must fit the forces' data",
+            "#    (each force ingests with `anprfed force ingest --as-of` matching its export)",
+            self.operator_home_export,
             _join(self.run_argv()),
             "",
         ]
@@ -349,6 +384,7 @@ def build_plan(
     connection: str = DEFAULT_CONNECTION,
     app: str = ".",
     run_config: Mapping[str, bool | int | float | str] | None = None,
+    operator_home: str = DEFAULT_OPERATOR_HOME,
 ) -> DeploymentPlan:
     """A plan from per-force path templates: ``{force}`` is replaced by each force's name.
 
@@ -387,4 +423,5 @@ def build_plan(
         connection=connection,
         app=app,
         run_config=dict(run_config or {}),
+        operator_home=operator_home,
     )

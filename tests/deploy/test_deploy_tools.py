@@ -312,7 +312,8 @@ def test_rendered_plan_is_the_argv_lists_as_shell(tmp_path: Path) -> None:
     plan = _plan(tmp_path, supernode_home="/var/lib/anprfed/{force}/flwr-home")
     lines = plan.render().splitlines()
     joined = "\n".join(lines)
-    assert shlex.join(plan.register_argv(plan.forces[0])) in lines
+    register = shlex.join(plan.register_argv(plan.forces[0])) + " --format json | "
+    assert any(line.startswith(register) for line in lines)
     assert shlex.join(plan.run_argv()) in lines
     for force in plan.forces:
         continued = next(
@@ -386,3 +387,41 @@ def test_cli_certs_node_keys_and_plan(tmp_path: Path) -> None:
     assert json.loads(as_json.output)["run"][:2] == ["flwr", "run"]
     wrong = runner.invoke(app, ["plan", "--forces", "a", "--run-config", "nope=1"])
     assert wrong.exit_code == 2 and "unknown run-config key 'nope'" in wrong.output
+
+
+def test_plan_keeps_superlink_state_private_and_records_node_ids(tmp_path: Path) -> None:
+    """Issue 15 (operator): superlink.db was created 0644; the node id printed once at
+    registration was needed to revoke a force; the operator's FLWR_HOME was hard-coded."""
+    plan = build_plan(["cheshire", "cumbria"], operator_home="/srv/ops/flwr")
+    text = plan.render()
+    superlink_at = text.index("flower-superlink ")
+    assert text.index("umask 077") < superlink_at
+    assert text.index(f"mkdir -p -m 0700 {plan.state_dir}") < superlink_at
+    assert 'export FLWR_HOME="${FLWR_HOME:-/srv/ops/flwr}"' in text
+    assert "$HOME/.flwr-anprfed" not in text
+    for force in ("cheshire", "cumbria"):
+        assert (
+            f"--name {force} --format json | anprfed deploy record-node {force} --register"
+            in text
+        )
+    with pytest.raises(PlanError, match="operator-home"):
+        build_plan(["cheshire"], operator_home="relative; rm -rf /")
+
+
+def test_node_register_records_and_returns_node_ids(tmp_path: Path) -> None:
+    deploy_app = app
+    register = tmp_path / "node-register.json"
+    out = 'Registering...\n{"success": true, "node-id": 8812}\n'
+    result = CliRunner().invoke(
+        deploy_app, ["record-node", "cheshire", "--register", str(register)], input=out
+    )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(register.stat().st_mode) == 0o600
+    result = CliRunner().invoke(deploy_app, ["node-id", "cheshire", "--register", str(register)])
+    assert result.exit_code == 0 and result.stdout.strip() == "8812"
+    bad = CliRunner().invoke(
+        deploy_app, ["record-node", "cumbria", "--register", str(register)], input="error"
+    )
+    assert bad.exit_code == 2 and "no node id" in bad.output
+    missing = CliRunner().invoke(deploy_app, ["node-id", "cumbria", "--register", str(register)])
+    assert missing.exit_code == 2
