@@ -2,6 +2,9 @@
 
 Human output is a rich table; ``--json`` prints one JSON object on stdout instead. Outputs
 hold counts, row numbers, days and key ids only: never a VRM, camera id or coordinate.
+
+Over 400 lines on purpose: one Typer group, whose commands share the option definitions, the
+key-material prompts and the one error-to-exit-code mapping (``_run``) documented above.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ The commands are argv lists (:meth:`superlink_argv` and so on), so tests run exa
 plan prints. flwr 1.41 serves the Fleet, Control and Runtime APIs on one HTTPS port
 (``--host``/``--port``); the SuperLink starts ``flower-superexec`` itself (it must be on
 ``PATH``), and each SuperNode starts its own for the ClientApps.
+
+Over 400 lines on purpose: one dataclass renders all four machines' sections from the same argv
+lists the loopback test runs; split, the printed plan and the tested commands could drift.
 """
 
 from __future__ import annotations

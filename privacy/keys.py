@@ -56,7 +56,6 @@ LABEL_KEY_CHECK = b"anprfed/v1/key-check"
 LABEL_MANIFEST_MAC = b"anprfed/v1/derived-manifest-mac"
 LABEL_PURGE_KEY_CHECK = b"anprfed/v1/purge-key-check"
 SIGNING_WRAPPED_NAME = "signing.wrapped"
-_SIGNING_AAD = b"anprfed/v1/purge-signing-seed"
 
 _MASTER_AAD = b"anprfed/v1/master-secret"
 
@@ -221,51 +220,6 @@ class PurgeSigner:
         return self._seed
 
 
-def write_purge_key(keys_dir: Path, signer: PurgeSigner, key_file: Path) -> None:
-    """Create the purge job's key file (32 random bytes, 0600; refuses to overwrite) and wrap
-    ``signer``'s seed under it in ``keys_dir/signing.wrapped`` (replacing an older wrap)."""
-    key_file = Path(key_file)
-    if key_file.exists() or key_file.is_symlink():
-        raise KeyMaterialError(f"purge key file {key_file} already exists; not overwriting")
-    purge_key = secrets.token_bytes(32)
-    nonce = secrets.token_bytes(12)
-    ct = AESGCM(purge_key).encrypt(nonce, signer.seed_for_wrapping(), _SIGNING_AAD)
-    record = {
-        "version": 1,
-        "public_key": signer.public_key_hex(),
-        "check": hkdf_sha256(purge_key, LABEL_PURGE_KEY_CHECK, 16).hex(),
-        "nonce": base64.b64encode(nonce).decode("ascii"),
-        "ciphertext": base64.b64encode(ct).decode("ascii"),
-    }
-    atomic_write_bytes(key_file, purge_key.hex().encode() + b"\n")
-    atomic_write_bytes(keys_dir / SIGNING_WRAPPED_NAME, json.dumps(record, indent=1).encode())
-
-
-def load_purge_signer(keys_dir: Path, key_file: Path) -> PurgeSigner:
-    """Unwrap the purge job's signing seed with its key file; :class:`WrongPassphraseError` if
-    the file does not fit, :class:`KeyMaterialError` if no purge key was made for this store."""
-    path = keys_dir / SIGNING_WRAPPED_NAME
-    try:
-        record = json.loads(read_regular_file(path))
-        nonce = base64.b64decode(record["nonce"])
-        ct = base64.b64decode(record["ciphertext"])
-        check = str(record["check"])
-    except FileNotFoundError:
-        raise KeyMaterialError(
-            f"{path} is missing: create a purge key first (anprfed force purge-key)"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise KeyMaterialError(f"unreadable or malformed {path}") from None
-    purge_key = _read_key_file(Path(key_file))
-    if not hmac.compare_digest(hkdf_sha256(purge_key, LABEL_PURGE_KEY_CHECK, 16).hex(), check):
-        raise WrongPassphraseError(f"purge key file {key_file} does not fit this store")
-    try:
-        seed = AESGCM(purge_key).decrypt(nonce, ct, _SIGNING_AAD)
-    except InvalidTag:
-        raise KeyMaterialError(f"{path} failed authentication") from None
-    return PurgeSigner(seed)
-
-
 class MasterSecretSource:
     """Where a force's master secret comes from: a passphrase or an operator-held key file.
 
@@ -364,7 +318,7 @@ class MasterSecretSource:
                 raise WrongPassphraseError(
                     f"this store's secret is in a key file: set {KEY_FILE_ENV} (or --key-file)"
                 )
-            master = MasterKey(_read_key_file(self.key_file))
+            master = MasterKey(read_key_file(self.key_file))
             if not hmac.compare_digest(master.check_value(), str(meta.get("check", ""))):
                 raise WrongPassphraseError(
                     f"key file {self.key_file} does not hold this store's master secret"
@@ -419,7 +373,7 @@ def _wrap_with_passphrase(master: MasterKey, passphrase: str, params: ScryptPara
     }
 
 
-def _read_key_file(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     """Read a hex key file; errors name the file, never its content."""
     try:
         text = read_regular_file(path).decode("ascii").strip()

@@ -27,6 +27,9 @@ the policy only: never a VRM, a pseudonym or a camera token.
 Tests kill the purge at each step: in-process with ``fault_at=<step>`` (raises
 :class:`SimulatedCrash`) or, for a real process kill, with the environment variable
 ``ANPRFED_TEST_PURGE_CRASH_AT=<step>`` which makes the process ``os._exit`` at that step.
+
+Over 400 lines on purpose: the plan, the steps, crash recovery and the consistency check are one
+algorithm whose ordering is the crash-safety argument; split, it would be read in pieces.
 """
 
 from __future__ import annotations

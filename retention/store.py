@@ -42,10 +42,9 @@ from privacy.keys import (
     PURGE_KEY_FILE_ENV,
     KeyMaterialError,
     MasterSecretSource,
-    load_purge_signer,
     rewrap_master_secret,
-    write_purge_key,
 )
+from privacy.purge_key import load_purge_signer, write_purge_key
 from retention.catalog import LABELS_SCHEMA, REGISTER_SCHEMA, CatalogStore
 from retention.derived import DerivedArtifact, DerivedStore
 from retention.keyring import Keyring, KeyringError, epoch_scope
