@@ -276,3 +276,37 @@ def test_unsafe_path_error_names_the_path(built: BuiltStore) -> None:
     with pytest.raises(UnsafePathError, match="FIFO") as exc:
         open_store(built.root)
     assert exc.value.path == fifo
+
+
+def _churn(root: str, tag: str, rounds: int, out: str) -> None:
+    """In its own process: add a key, destroy the previous one, ``rounds`` times."""
+    store = open_store(Path(root))
+    previous = None
+    for i in range(rounds):
+        key_id, _ = store.keyring.new_key(f"derived:{tag}-{i}")
+        if previous:
+            store.keyring.destroy(previous)
+        previous = key_id
+    Path(out).write_text(previous or "")
+
+
+def test_keyring_rewrites_from_two_processes_lose_nothing(built: BuiltStore) -> None:
+    """Finding 4, across real processes: two writers interleave 40 rewrites each; every key
+    destroyed stays destroyed and the last key of each survives."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    outs = [str(built.root.parent / f"last-{t}") for t in ("a", "b")]
+    procs = [
+        ctx.Process(target=_churn, args=(str(built.root), t, 20, o))
+        for t, o in zip(("a", "b"), outs, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    store = open_store(built.root)
+    churned = [e for e in store.keyring.entries() if e.scope.startswith("derived:a-")]
+    churned += [e for e in store.keyring.entries() if e.scope.startswith("derived:b-")]
+    assert sorted(e.key_id for e in churned) == sorted(Path(o).read_text() for o in outs)
