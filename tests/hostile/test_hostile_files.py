@@ -301,3 +301,55 @@ def test_a_full_disk_loses_nothing(built: BuiltStore, tmpfs: Callable[[str], Pat
     result = run_purge(again, AS_OF, POLICY)
     assert result.status == "purged"
     assert _reads(root) == {d: n for d, n in before.items() if d >= built.days[5]}
+
+
+def test_a_real_permission_denial_names_the_file(built: BuiltStore) -> None:
+    """chmod 000 on a partition, read by the store's (unprivileged) owner in a forked child:
+    the kernel's EACCES becomes a StoreIOError naming the file, and nothing else fails."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the store to an unprivileged owner")
+    import tempfile
+
+    nobody = 65534
+    base = Path(tempfile.mkdtemp(prefix="anprfed-perm-"))
+    try:
+        os.chmod(base, 0o755)
+        root = base / "store"
+        shutil.copytree(built.root, root)
+        for p in [root, *root.rglob("*")]:
+            os.chown(p, nobody, nobody, follow_symlinks=False)
+        part = root / "partitions" / "day=2024-01-12" / "reads.parquet.enc"
+        os.chmod(part, 0o000)
+
+        def as_nobody() -> str:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: drop privileges, try the read, report one line
+                os.close(read_fd)
+                try:
+                    os.setgid(nobody)
+                    os.setuid(nobody)
+                    store = open_store(root)
+                    try:
+                        n = store.read_day(built.days[11]).num_rows
+                        msg = f"read {n}"
+                    except StoreIOError as exc:
+                        msg = f"StoreIOError {exc.path} {exc}"
+                    msg += f"|other {store.read_day(built.days[10]).num_rows}"
+                except BaseException as exc:
+                    msg = f"unexpected {exc!r}"
+                os.write(write_fd, msg.encode())
+                os._exit(0)
+            os.close(write_fd)
+            with os.fdopen(read_fd) as fh:
+                out = fh.read()
+            os.waitpid(pid, 0)
+            return out
+
+        denied = as_nobody()
+        assert denied.startswith(f"StoreIOError {part} "), denied
+        assert "Permission denied" in denied and denied.endswith("|other 12")
+        os.chmod(part, 0o600)
+        assert as_nobody() == "read 12|other 12"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
