@@ -35,6 +35,7 @@ algorithm whose ordering is the crash-safety argument; split, it would be read i
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -86,6 +87,7 @@ class PurgeStore(Protocol):
     def clean_interrupted_writes(self) -> int: ...
 
 
+@functools.cache
 def tool_version() -> str:
     """The installed anprfed version recorded in every log entry."""
     try:

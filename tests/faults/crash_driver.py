@@ -284,6 +284,12 @@ def main() -> None:
     else:
         purge_keys_days = []
 
+    # warm-up in this process (lazy imports, caches), so each forked child starts warm
+    warm = workdir / "warm-up"
+    shutil.copytree(base, warm)
+    fn(warm, inputs)
+    snapshot(warm)
+    shutil.rmtree(warm)
     ref_root = workdir / "reference"
     shutil.copytree(base, ref_root)
     trace = workdir / "trace.txt"
