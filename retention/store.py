@@ -256,8 +256,10 @@ class ForceStore(KeyManagement, QuarantineStore):
 
     def clean_interrupted_writes(self) -> int:
         """Remove temp files left by a crashed writer; returns how many. Hold the store lock."""
-        stale = stale_temp_files(self.root)
-        with self.keyring.locked():
+        # derived artifacts and keyring rewrites may be written without the store lock (a
+        # training worker's cache): their locks keep an in-flight temp file from being taken
+        with self.derived_lock(), self.keyring.locked():
+            stale = stale_temp_files(self.root)
             for p in stale:
                 remove_file(p)
         return len(stale)
