@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from client_force.dp_recipe import RecipeError
+from client_force.dp_recipe import resolve as resolve_recipe
 from client_force.force_dataset import ForceDataError, ForceDataset, load_force_dataset
 from client_force.node_settings import NodeSettingsError, NodeStore, resolve_node_store
 from client_force.proximal import proximal_training
@@ -144,6 +146,44 @@ def dp_config(settings: FlowerSettings, n_vehicles: int) -> DPConfig:
     return dp
 
 
+def round_plan(
+    settings: FlowerSettings, n_vehicles: int, seed: int | None
+) -> tuple[TrainingConfig, DPConfig, dict[str, Any] | None]:
+    """Optimiser settings, DP plan and (when ``dp-recipe`` is set) the resolved recipe.
+
+    With ``dp-recipe`` empty the run config's explicit values are used; with a recipe name
+    the force derives them from that fixed public rule and its own vehicle count
+    (``client_force.dp_recipe``); the run config's epsilon, delta and model still apply.
+    """
+    if not settings.dp_recipe:
+        training = TrainingConfig(
+            optimizer=settings.optimizer, learning_rate=settings.learning_rate, seed=seed
+        )
+        return training, dp_config(settings, n_vehicles), None
+    recipe = resolve_recipe(settings.dp_recipe, n_vehicles, settings.num_server_rounds)
+    recipe = replace(
+        recipe, model_hidden=settings.model_hidden, model_conv_layers=settings.model_conv_layers
+    )
+    training = TrainingConfig(
+        optimizer=recipe.optimizer,
+        learning_rate=recipe.learning_rate,
+        momentum=recipe.momentum,
+        seed=seed,
+    )
+    dp = DPConfig.plan(
+        n_vehicles=n_vehicles,
+        target_epsilon=settings.dp_target_epsilon,
+        expected_batch_size=recipe.expected_batch_size,
+        total_rounds=settings.num_server_rounds,
+        local_epochs=recipe.local_epochs,
+        max_grad_norm=recipe.max_grad_norm,
+        target_delta=settings.dp_delta if settings.dp_delta > 0 else None,
+    )
+    if settings.dp_noise_multiplier > 0:
+        dp = replace(dp, noise_multiplier=settings.dp_noise_multiplier)
+    return training, dp, recipe.to_dict()
+
+
 def ledger_path_for(store_root: Path, settings: FlowerSettings) -> Path:
     """The ledger these settings train under: the force's lifetime ledger, or a scoped one.
 
@@ -206,11 +246,11 @@ def local_train(
     with _OpenStore(node) as store:
         data = _dataset(store, settings)
         model = _model(settings, contract, arrays)
-        training = TrainingConfig(
-            optimizer=settings.optimizer,
-            learning_rate=settings.learning_rate,
-            seed=_training_seed(settings, store, server_round),
-        )
+        seed = _training_seed(settings, store, server_round)
+        try:
+            training, dp, recipe = round_plan(settings, len(data.train), seed)
+        except RecipeError as exc:
+            raise RoundRefusedError("invalid-instruction", str(exc)) from None
         training = proximal_training(training, model, proximal_mu)
         try:
             ledger = open_ledger(store.root, settings)
@@ -218,13 +258,14 @@ def local_train(
                 model,
                 data.train,
                 data.train_labels,
-                dp_config(settings, len(data.train)),
+                dp,
                 ledger,
-                settings.local_epochs,
+                dp.local_epochs,
                 int(server_round),
                 study_id=settings.study_id,
                 run_id=run_id,
                 training=training,
+                recipe=recipe,
             )
         except PrivacyBudgetExceeded as exc:
             raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None

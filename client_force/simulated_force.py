@@ -29,7 +29,13 @@ from client_force.ingest import ingest_export
 from client_force.labels import ingest_labels_frame
 from client_force.node_settings import NodeStore, write_node_config
 from federation.flower_settings import FlowerSettings
-from federation.model import TrajectoryModel, get_weights, predict_scores, set_weights
+from federation.model import (
+    TrajectoryModel,
+    get_weights,
+    load_initial_weights,
+    predict_scores,
+    set_weights,
+)
 from privacy.dp.ledger import PrivacyLedger
 from privacy.keys import MasterSecretSource
 from retention.policy import RetentionPolicy
@@ -211,6 +217,7 @@ class SimulatedForce:
     @staticmethod
     def train_pooled(nodes: list[SimulatedForce], settings: FlowerSettings) -> list[np.ndarray]:
         """The pooled counterfactual: every force's training vehicles in one NON-PRIVATE model."""
+        from client_force.dp_recipe import nonprivate_training
         from client_force.training import TrainingConfig, train_nonprivate
         from federation.features import concat_examples
 
@@ -218,19 +225,35 @@ class SimulatedForce:
         examples = concat_examples([d.train for d in datasets])
         labels = np.concatenate([d.train_labels for d in datasets])
         model = _initial_model(settings)
-        epochs = settings.num_server_rounds * settings.local_epochs
-        train_nonprivate(
-            model,
-            examples,
-            labels,
-            epochs,
-            TrainingConfig(learning_rate=settings.learning_rate, seed=settings.seed),
-        )
+        if settings.dp_recipe:  # the recipe's non-private rule (client_force.dp_recipe)
+            plan = nonprivate_training(settings.seed)
+            epochs = plan.pop("epochs")
+            training = TrainingConfig(**plan)
+        else:
+            epochs = settings.num_server_rounds * settings.local_epochs
+            training = TrainingConfig(
+                optimizer=settings.optimizer,
+                learning_rate=settings.learning_rate,
+                seed=settings.seed,
+            )
+        train_nonprivate(model, examples, labels, epochs, training)
         return get_weights(model)
 
 
 def _initial_model(settings: FlowerSettings) -> TrajectoryModel:
     """The model every design starts from: initialised with the study seed, as the server does."""
+    if settings.init_weights:  # a public pre-trained start, as the server sends it
+        model = TrajectoryModel(settings.model_config())
+        set_weights(
+            model,
+            load_initial_weights(
+                settings.model_config(),
+                settings.init_weights,
+                seed=settings.seed,
+                encoder_only=settings.init_encoder_only,
+            ),
+        )
+        return model
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(settings.seed)

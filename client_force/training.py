@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,7 @@ def train_round(
     study_id: str,
     run_id: str = "",
     training: TrainingConfig | None = None,
+    recipe: Mapping[str, Any] | None = None,
 ) -> RoundResult:
     """Train ``model`` in place for one round of vehicle-level DP-SGD (see module docstring).
 
@@ -133,6 +135,8 @@ def train_round(
         study_id: the study's identifier (recorded in the ledger).
         run_id: identifier of this run of the study (recorded in the ledger).
         training: optimiser settings.
+        recipe: the training recipe these settings came from (``client_force.dp_recipe``;
+            name, version and every value), recorded in the ledger entry.
 
     Raises:
         PrivacyBudgetExceeded: the round would take the force past its epsilon budget.
@@ -157,6 +161,7 @@ def train_round(
         run_id=run_id,
         examples=n,
         orders=dp.orders,
+        recipe=recipe,
     )
     prior = [e.mechanism for e in ledger.entries[: entry.seq]]
     result = run_dp_sgd(

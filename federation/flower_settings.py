@@ -87,6 +87,9 @@ class FlowerSettings:
     dp_delta: float = 0.0  # dp-delta (0 = 1 / (10 x the force's training vehicles))
     dp_max_grad_norm: float = 1.0  # dp-max-grad-norm
     dp_noise_multiplier: float = 0.0  # dp-noise-multiplier (0 = calibrated to the study plan)
+    dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/1" = the
+    # force derives batch, epochs, optimiser, learning rate and clipping from that fixed public
+    # rule and its own training-vehicle count (client_force.dp_recipe)
     training_seed: int = -1  # training-seed: -1 = OS entropy; >= 0 fixes DP noise (tests only)
     # --- model ---------------------------------------------------------------------------
     model_hidden: int = 32  # model-hidden: hidden width of the trajectory model
@@ -95,6 +98,9 @@ class FlowerSettings:
     model_use_summary: bool = True  # model-use-summary: feed per-vehicle summary features
     model_standardise: bool = True  # model-standardise: fixed reference input scaling
     model_prior_prevalence: float = 0.01  # model-prior-prevalence: initial output bias
+    init_weights: str = ""  # init-weights: "" = seeded initialisation; a path = a PUBLIC .npz
+    # (arrays by contract name, e.g. pre-trained on a public synthetic world) to start from
+    init_encoder_only: bool = True  # init-encoder-only: take only the read encoder from it
     extra: Mapping[str, RunConfigValue] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

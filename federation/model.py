@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,3 +248,46 @@ def predict_scores(model: nn.Module, examples: ExampleSet, batch_size: int = 102
         out.append(torch.sigmoid(logits).double().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
+
+
+ENCODER_PREFIXES = ("read_embed.", "conv_blocks.", "attn_score.")
+"""Parameters of the read encoder (per-read embedding, convolutions, attention pooling)."""
+
+
+def save_weights_npz(model: nn.Module, path: Any) -> None:
+    """Write the model's arrays by ``weight_spec`` name to an ``.npz`` file (public models only)."""
+    names = [name for name, _ in _unwrap(model).named_parameters()]
+    with open(path, "wb") as handle:
+        np.savez(handle, **dict(zip(names, get_weights(model), strict=True)))
+
+
+def load_initial_weights(
+    config: ModelConfig, path: Any, *, seed: int, encoder_only: bool = False
+) -> list[np.ndarray]:
+    """Starting arrays from a public ``.npz`` (by ``weight_spec`` name), checked against ``config``.
+
+    With ``encoder_only`` only the read encoder (``ENCODER_PREFIXES``) comes from the file and
+    the head keeps the seeded initialisation, so what the head learns comes from the forces.
+    Raises ``ValueError`` naming the array when a name, shape or dtype does not match.
+    """
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = TrajectoryModel(config)
+    finally:
+        torch.random.set_rng_state(state)
+    arrays = dict(np.load(path, allow_pickle=False))
+    out = []
+    for (name, shape, _), current in zip(weight_spec(config), get_weights(model), strict=True):
+        if encoder_only and not name.startswith(ENCODER_PREFIXES):
+            out.append(current)
+            continue
+        if name not in arrays:
+            raise ValueError(f"{path}: no array {name!r} for this model configuration")
+        a = arrays[name]
+        if tuple(a.shape) != shape or a.dtype != np.float32:
+            raise ValueError(
+                f"{path}: array {name!r} is {a.dtype}{a.shape}, expected float32{shape}"
+            )
+        out.append(a.copy())
+    return out

@@ -27,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from federation.contract import EgressContract
 from federation.flower_settings import FlowerSettings
-from federation.model import TrajectoryModel, get_weights
+from federation.model import TrajectoryModel, get_weights, load_initial_weights
 from server_national.egress_guard import EgressGuard
 from server_national.ledger_view import LedgerView
 from server_national.round_grid import RoundTimeoutGrid
@@ -38,7 +38,19 @@ log = logging.getLogger(__name__)
 
 
 def initial_arrays(settings: FlowerSettings, contract: EgressContract) -> ArrayRecord:
-    """The global model's starting arrays: ``TrajectoryModel`` initialised with ``seed``."""
+    """The global model's starting arrays: ``TrajectoryModel`` initialised with ``seed``.
+
+    With ``init-weights`` set, the arrays (or only the read encoder's) come from that public
+    file instead (``federation.model.load_initial_weights``).
+    """
+    if settings.init_weights:
+        weights = load_initial_weights(
+            settings.model_config(),
+            settings.init_weights,
+            seed=settings.seed,
+            encoder_only=settings.init_encoder_only,
+        )
+        return contract.to_array_record(weights)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(settings.seed)

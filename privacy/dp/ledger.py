@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +94,7 @@ class LedgerEntry:
     recorded_at: str
     prev_hash: str
     entry_hash: str
+    recipe: dict[str, Any] | None = None  # the training recipe's name, version and values
 
     @property
     def mechanism(self) -> Mechanism:
@@ -103,6 +104,8 @@ class LedgerEntry:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["orders"] = list(self.orders)
+        if d["recipe"] is None:
+            del d["recipe"]  # entries written without a recipe keep their original form
         return d
 
     @classmethod
@@ -130,6 +133,8 @@ def _entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
         )
     }
     chained["orders"] = list(chained["orders"])
+    if fields.get("recipe") is not None:  # chained when present; older entries have none
+        chained["recipe"] = fields["recipe"]
     payload = json.dumps(chained, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
@@ -263,8 +268,12 @@ class PrivacyLedger:
         run_id: str = "",
         examples: int = 0,
         orders: Sequence[float] = DEFAULT_ORDERS,
+        recipe: Mapping[str, Any] | None = None,
     ) -> LedgerEntry:
         """Check the budget and record a round before it runs (write-ahead).
+
+        ``recipe`` (the training recipe's name, version and every value, JSON-serialisable)
+        is stored in the entry and covered by its hash.
 
         Raises:
             PrivacyBudgetExceeded: the cumulative epsilon at ``delta`` after this round would
@@ -309,6 +318,8 @@ class PrivacyLedger:
                 "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "prev_hash": prev,
             }
+            if recipe is not None:
+                fields["recipe"] = json.loads(json.dumps(dict(recipe), sort_keys=True))
             entry = LedgerEntry(**fields, entry_hash=_entry_hash(prev, fields))
             self._entries.append(entry)
             self._write()

@@ -29,6 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from client_force import dp_recipe
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from research.study import world as world_io
@@ -60,6 +61,7 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     simulation_dirs: list[Path] = field(default_factory=list)  # Ray's session files
+    public_init: dict[str, Any] | None = None  # the public pre-trained start, if any
 
 
 @contextmanager
@@ -98,6 +100,9 @@ def study_settings(
         dp_target_epsilon=epsilon if math.isfinite(epsilon) else spec.dp.epsilon,
         dp_delta=spec.dp.delta or 0.0,
         dp_max_grad_norm=spec.dp.max_grad_norm,
+        dp_recipe=t.recipe,
+        model_hidden=t.model_hidden,
+        model_conv_layers=t.model_conv_layers,
     )
 
 
@@ -221,6 +226,15 @@ def run_study(
             stack.enter_context(ray_cluster)
         with _timed(timings, "ingest+purge"):
             stores = _prepare_forces(spec, world_dir, out, windows, truth, result, progress)
+        public_settings: dict[str, Any] = {}
+        if spec.training.public_pretraining != "none":
+            with _timed(timings, "public pre-training"):
+                public = _public_init(spec, world_dir, out, progress)
+            result.public_init = public.summary
+            public_settings = {
+                "init_weights": str(public.path),
+                "init_encoder_only": spec.training.public_pretraining == "encoder",
+            }
         designs_task = progress.add_task("designs", total=n_design_runs)
         for window in windows:
             nodes = stores[window]
@@ -236,7 +250,9 @@ def run_study(
                         spec, window, epsilon, layout.sweep_dir(tag), len(nodes)
                     )
                     study_id = f"{spec.name}/{tag.study_id}"
-                    settings = settings.replace(study_id=study_id, ledger_scope=_slug(study_id))
+                    settings = settings.replace(
+                        study_id=study_id, ledger_scope=_slug(study_id), **public_settings
+                    )
                     context = DesignContext(
                         nodes=nodes,
                         settings=settings,
@@ -288,6 +304,23 @@ def run_study(
         result.simulation_dirs.append(ray_cluster.temp_dir)
     _write_results(result, curves)
     return result
+
+
+def _public_init(spec: StudySpec, world_dir: Path, out: Path, progress: Progress) -> Any:
+    """Pre-train on a separately seeded public world (``research.study.public_init``)."""
+    from research.study.public_init import pretrain_public_model
+
+    settings = study_settings(spec, spec.retention.max_age_days, spec.dp.epsilon, out, 1)
+    return pretrain_public_model(
+        spec.world,
+        world_dir,
+        out / "public",
+        window=world_io.window_for(spec.as_of, spec.retention.max_age_days),
+        max_reads=spec.training.max_reads,
+        model_config=settings.model_config(),
+        seed=spec.seed,
+        progress=progress,
+    )
 
 
 def _save_models(
@@ -347,6 +380,8 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "as_of": spec.as_of.isoformat(),
         "seed": spec.seed,
         "versions": package_versions(),
+        "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
+        "public_pretraining": result.public_init,
         "timings_s": result.timings,
         "simulation_dirs": [str(p) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),

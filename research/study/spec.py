@@ -14,8 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from client_force.dp_recipe import RECIPES
+
 DESIGNS = ("local-only", "federated", "pooled")  # the built-in designs, in the default order
 STRATEGIES = ("fedavg", "fedprox")
+PRETRAINING = ("encoder", "full", "none")
 
 
 class SpecError(ValueError):
@@ -30,7 +33,7 @@ class WorldSpec:
     vehicles: int = 4000
     days: int = 900
     start: date = date(2024, 1, 1)
-    prevalence: float = 0.03
+    prevalence: float = 0.05
     seed: int = 7
 
     @property
@@ -62,6 +65,17 @@ class TrainingSpec:
     proximal_mu: float = 0.0
     round_timeout_s: float = 600.0
     secure_aggregation: bool = False
+    # The DP training recipe (client_force.dp_recipe): "anprfed-dp/1" = each force derives its
+    # batch, epochs, optimiser, learning rate and clipping from a fixed public rule and its
+    # vehicle count (then batch_size, learning_rate and local_epochs apply to nothing private);
+    # "" = use batch_size, learning_rate and local_epochs as written.
+    recipe: str = "anprfed-dp/1"
+    model_hidden: int = 16  # the recipe's model size (fewer weights, less total DP noise)
+    model_conv_layers: int = 1
+    # Start every design from a model pre-trained on a separately seeded PUBLIC synthetic
+    # world (research.study.public_init): "encoder" = its read encoder only (the head is
+    # learned from the forces' labels), "full" = every weight, "none" = seeded initialisation.
+    public_pretraining: str = "encoder"
 
 
 @dataclass(frozen=True)
@@ -237,6 +251,16 @@ def validate(spec: StudySpec) -> None:
         (spec.training.strategy in STRATEGIES, f"`training.strategy` must be in {STRATEGIES}"),
         (spec.training.proximal_mu >= 0, "`training.proximal_mu` must be >= 0"),
         (spec.training.round_timeout_s > 0, "`training.round_timeout_s` must be positive"),
+        (
+            spec.training.recipe in ("", *RECIPES),
+            f'`training.recipe` must be "" or one of {RECIPES}; got {spec.training.recipe!r}',
+        ),
+        (
+            spec.training.public_pretraining in PRETRAINING,
+            f"`training.public_pretraining` must be one of {PRETRAINING}",
+        ),
+        (spec.training.model_hidden >= 1, "`training.model_hidden` must be at least 1"),
+        (spec.training.model_conv_layers >= 0, "`training.model_conv_layers` must be >= 0"),
         (
             all(0 < e < math.inf for e in spec.epsilons()),
             "`dp.epsilon` and `dp.epsilon_sweep` values must be positive and finite (the "
