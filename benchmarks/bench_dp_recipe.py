@@ -52,10 +52,13 @@ from federation.model import (
     ModelConfig,
     TrajectoryModel,
     get_weights,
+    load_initial_weights,
     predict_scores,
     set_weights,
+    weights_npz_bytes,
 )
 from privacy.dp.ledger import PrivacyLedger
+from safefiles import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "utility-recipe.md"
@@ -76,11 +79,30 @@ def bootstrap_interval(
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+CONFIG = ModelConfig(hidden=dp_recipe.MODEL_HIDDEN, n_conv_layers=dp_recipe.MODEL_CONV_LAYERS)
+PUBLIC_INIT: dict[str, Path] = {}  # set by --public-cache: the pre-trained public file
+
+
 def _model(seed: int) -> TrajectoryModel:
     torch.manual_seed(seed)
-    return TrajectoryModel(
-        ModelConfig(hidden=dp_recipe.MODEL_HIDDEN, n_conv_layers=dp_recipe.MODEL_CONV_LAYERS)
-    )
+    model = TrajectoryModel(CONFIG)
+    if "path" in PUBLIC_INIT:  # start from the public read encoder, seeded head
+        set_weights(
+            model, load_initial_weights(CONFIG, PUBLIC_INIT["path"], seed=seed, encoder_only=True)
+        )
+    return model
+
+
+def pretrain_public(public: Data, epochs: int, out: Path) -> dict:
+    """Pre-train on every vehicle of a separately seeded public world (truth labels)."""
+    torch.manual_seed(0)
+    model = TrajectoryModel(CONFIG)
+    plan = dp_recipe.nonprivate_training(0)
+    plan.pop("epochs")
+    train_nonprivate(model, public.examples, public.labels, epochs, TrainingConfig(**plan))
+    atomic_write_bytes(out, weights_npz_bytes(model))
+    PUBLIC_INIT["path"] = out
+    return {"public": public.description, "epochs": epochs}
 
 
 def _settings(epsilon: float, rounds: int) -> FlowerSettings:
@@ -124,7 +146,9 @@ def train_pooled_nonprivate(data: Data, train: np.ndarray, seed: int) -> Traject
 def train_pooled_dp(data: Data, train: np.ndarray, epsilon: float, seed: int, tmp: Path):
     """One force with every training vehicle: one round of the recipe's DP-SGD."""
     model = _model(seed)
-    ledger = PrivacyLedger.open(tmp / f"pooled-{seed}-{epsilon}.json", epsilon_budget=epsilon)
+    ledger = PrivacyLedger.open(
+        tmp / f"pooled-{seed}-{epsilon}-{len(train)}.json", epsilon_budget=epsilon
+    )
     recipe = _dp_round(
         model,
         data.examples.subset(train),
@@ -211,6 +235,13 @@ def main() -> None:
     parser.add_argument("--curve-epsilons", default="1,8")
     parser.add_argument("--curve-fractions", default="0.25,0.5")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--public-cache",
+        type=Path,
+        default=None,
+        help="pickle of a separately seeded PUBLIC world's examples: pre-train the read encoder",
+    )
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -225,8 +256,18 @@ def main() -> None:
     print(data.description, flush=True)
     results: dict[str, list[dict]] = {"nonprivate": [], "pooled-dp": [], "federated-dp": []}
     recipes: dict[str, object] = {}
+    pretraining = None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if args.public_cache is not None:
+            public = pickle.loads(args.public_cache.read_bytes())
+            shared = len(set(public.examples.vehicles) & set(data.examples.vehicles))
+            pretraining = {
+                **pretrain_public(public, args.pretrain_epochs, tmp / "public.npz"),
+                "vehicles_shared_with_study_world": shared,
+            }
+            del public
+            print("pre-trained", pretraining, flush=True)
         for seed in range(args.seeds):
             results["nonprivate"].append(
                 score(train_pooled_nonprivate(data, data.train, seed), data, seed)
@@ -262,6 +303,7 @@ def main() -> None:
         "curve_epsilon": curve_eps,
         "curve_train_vehicles": curve_n,
         "elapsed_s": elapsed,
+        "public_pretraining": pretraining,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
@@ -282,6 +324,16 @@ def render(raw: dict, args) -> str:
         f"--rounds {args.rounds}` ({raw['elapsed_s'] / 60:.0f} min on a shared 2-core machine).",
         "",
         f"Data: {raw['description']}. Chance (held-out prevalence): **{chance:.4f}**.",
+        "",
+        "Start: "
+        + (
+            f"read encoder pre-trained on a separately seeded public world "
+            f"({raw['public_pretraining']['public']}; {raw['public_pretraining']['epochs']} "
+            f"epochs; vehicles shared with the benchmark world: "
+            f"{raw['public_pretraining']['vehicles_shared_with_study_world']}), head seeded."
+            if raw.get("public_pretraining")
+            else "seeded initialisation (no pre-training)."
+        ),
         "",
         f"Recipe `{dp_recipe.RECIPE_ID}` (`client_force/dp_recipe.py`), resolved: "
         f"pooled {_short(raw['resolved'].get('pooled'))}; each federated force "

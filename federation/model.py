@@ -32,6 +32,7 @@ how many positions the convolution slides over). There are no buffers.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -254,11 +255,15 @@ ENCODER_PREFIXES = ("read_embed.", "conv_blocks.", "attn_score.")
 """Parameters of the read encoder (per-read embedding, convolutions, attention pooling)."""
 
 
-def save_weights_npz(model: nn.Module, path: Any) -> None:
-    """Write the model's arrays by ``weight_spec`` name to an ``.npz`` file (public models only)."""
+def weights_npz_bytes(model: nn.Module) -> bytes:
+    """The model's arrays by ``weight_spec`` name as ``.npz`` bytes (public models only).
+
+    Callers write them with ``safefiles.atomic_write_bytes``.
+    """
     names = [name for name, _ in _unwrap(model).named_parameters()]
-    with open(path, "wb") as handle:
-        np.savez(handle, **dict(zip(names, get_weights(model), strict=True)))
+    buffer = io.BytesIO()
+    np.savez(buffer, **dict(zip(names, get_weights(model), strict=True)))
+    return buffer.getvalue()
 
 
 def load_initial_weights(

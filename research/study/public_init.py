@@ -21,7 +21,8 @@ force's own data old enough to be released) would give.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,16 @@ from rich.progress import Progress
 from client_force.dp_recipe import nonprivate_training
 from client_force.training import TrainingConfig, train_nonprivate
 from federation.features import build_examples, concat_examples
-from federation.model import ModelConfig, TrajectoryModel, save_weights_npz
+from federation.model import ModelConfig, TrajectoryModel, weights_npz_bytes
 from research.study import world as world_io
 from research.study.spec import WorldSpec
+from safefiles import atomic_write_bytes, atomic_write_text
 
 PUBLIC_SEED_OFFSET = 1_000_003
 """The public world's seed is the study world's plus this (a different world, same settings)."""
+
+PRETRAIN_EPOCHS = 4
+"""Non-private epochs over the public world (the recipe's optimiser, batch and learning rate)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,27 @@ def pretrain_public_model(
     seed: int,
     progress: Progress | None = None,
 ) -> PublicInit:
-    """Generate the public world into ``out/public-world`` and pre-train the model on it."""
+    """Generate the public world into ``out/public-world`` and pre-train the model on it.
+
+    Reused when ``out`` already holds a model pre-trained with the same inputs (the public
+    world's settings, window, read cap, model, seed and epochs).
+    """
     public = public_world_spec(world)
     world_dir = out / "public-world"
+    path = out / "public-init.npz"
+    marker = out / "public-init.json"
+    key = {
+        "world": {k: str(v) for k, v in asdict(public).items()},
+        "window": [str(window[0]), str(window[1])],
+        "max_reads": max_reads,
+        "model": model_config.to_dict(),
+        "seed": seed,
+        "epochs": PRETRAIN_EPOCHS,
+    }
+    if path.exists() and marker.exists():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return PublicInit(path, saved["summary"])
     world_io.ensure_world(public, world_dir, progress=progress)
     start = datetime.combine(window[0], datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(window[1], datetime.min.time(), tzinfo=UTC)
@@ -98,14 +121,14 @@ def pretrain_public_model(
     labels = np.isin(examples.vehicles, list(positives)).astype(np.float32)
     overlap = sum(shared_vehicles(study_world_dir, world_dir, f) for f in forces)
     plan = nonprivate_training(seed)
-    epochs = plan.pop("epochs")
+    plan.pop("epochs")
+    epochs = PRETRAIN_EPOCHS
     import torch
 
     torch.manual_seed(seed)
     model = TrajectoryModel(model_config)
     loss = train_nonprivate(model, examples, labels, epochs, TrainingConfig(**plan))
-    path = out / "public-init.npz"
-    save_weights_npz(model, path)
+    atomic_write_bytes(path, weights_npz_bytes(model))
     summary = {
         "public_world_seed": public.seed,
         "public_world_vehicles": public.vehicles,
@@ -120,6 +143,7 @@ def pretrain_public_model(
             "generator as the study world, so its benefit is an upper bound"
         ),
     }
+    atomic_write_text(marker, json.dumps({"key": key, "summary": summary}, indent=1))
     return PublicInit(path, summary)
 
 
