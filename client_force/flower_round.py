@@ -251,6 +251,8 @@ def local_train(
             training, dp, recipe = round_plan(settings, len(data.train), seed)
         except RecipeError as exc:
             raise RoundRefusedError("invalid-instruction", str(exc)) from None
+        except DPConfigError as exc:
+            raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
         training = proximal_training(training, model, proximal_mu)
         try:
             ledger = open_ledger(store.root, settings)
