@@ -7,9 +7,14 @@ settings)`` builds the same app with settings given in code, for
 
 * ``train``: global arrays in, one round of vehicle-level DP-SGD (``flower_round.local_train``),
   reply = ``ArrayRecord`` "arrays" (the model's agreed arrays) + ``MetricRecord`` "metrics"
-  (``num-examples``, ``train-loss``, ``epsilon``, ``delta``). ``proximal-mu`` from the
-  server's config (FedProx) adds the proximal term.
-* ``evaluate``: global arrays in, ``MetricRecord`` "metrics" on the held-out vehicles.
+  (``num-examples`` and ``train-loss`` as a charged DP release, the force's cumulative
+  ``epsilon`` rounded up and its ledger's fixed ``delta``). ``proximal-mu`` from the server's
+  config (FedProx) adds the proximal term.
+* ``evaluate``: global arrays in, ``MetricRecord`` "metrics": a DP release of held-out metrics,
+  charged to the force's ledger and capped in number by its policy.
+
+The run config is only a request: the force's privacy policy (``client_force.privacy_policy``)
+decides, and a round asking for more is refused (``policy-refused``) before any work.
 
 Before anything leaves, the reply is checked against the same egress contract the national
 server enforces. Any refusal or failure becomes a Flower error reply whose code is one of
@@ -128,7 +133,13 @@ def train_handler(message: Message, context: Context, settings: FlowerSettings) 
 def evaluate_handler(message: Message, context: Context, settings: FlowerSettings) -> Message:
     """Metrics of the global model on this force's held-out vehicles."""
     node = node_store(context.node_config, settings)
-    metrics = local_evaluate(node, settings, _global_arrays(message, settings))
+    metrics = local_evaluate(
+        node,
+        settings,
+        _global_arrays(message, settings),
+        server_round=_server_round(message),
+        run_id=str(context.run_id),
+    )
     content = RecordDict({METRIC_RECORD_KEY: MetricRecord(metrics)})
     problems = contract_for(settings).check_evaluate_reply(content)
     if problems:

@@ -3,25 +3,25 @@
 Shared by the Message-API ClientApp (``client_force.client_app``) and the legacy SecAgg+
 client (``client_force.secagg_client``), so both paths train and evaluate identically:
 
-* open the node's own store (``node_settings``) under the store lock;
+* open the node's own store (``node_settings``) under the store lock, and its
+  :class:`~client_force.private_training.ForcePrivacyEngine` (the force's privacy policy,
+  keyed ledger, CSPRNG noise and DP releases);
+* check what the run config requests against the force's policy, before any work;
 * load its examples and labels (``force_dataset``);
-* **train**: load the global arrays, run one round of vehicle-level DP-SGD with
-  ``client_force.training.train_round`` and the force's persistent privacy ledger
-  (``STORE/privacy/ledger.json``; the noise is calibrated to the whole study plan, the ledger
-  composes every round of every run and refuses a round past the budget), and return the new
-  arrays with the allowlisted metrics;
-* **evaluate**: score the held-out vehicles with the global arrays.
+* **train**: load the global arrays, run one round of vehicle-level DP-SGD through the engine,
+  and return the new arrays with DP-released metrics (or, in a simulation whose policy allows
+  it, a non-private reference round marked ``epsilon = inf``);
+* **evaluate**: a capped, charged DP release of held-out metrics of the global arrays.
 
 Anything that stops a round is raised as :class:`RoundRefusedError` with one of the contract's
-error codes; the apps turn it into a Flower error reply carrying that code only.
+error codes; the apps turn it into a Flower error reply carrying that code only. A refusal of
+the policy (``policy-refused``) happens before anything is trained or spent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -34,14 +34,15 @@ from client_force.dp_recipe import RecipeError
 from client_force.dp_recipe import resolve as resolve_recipe
 from client_force.force_dataset import ForceDataError, ForceDataset, load_force_dataset
 from client_force.node_settings import NodeSettingsError, NodeStore, resolve_node_store
+from client_force.privacy_policy import PolicyError, PolicyRefusedError
+from client_force.private_training import ForcePrivacyEngine, ledger_path_for
 from client_force.proximal import proximal_training
-from client_force.training import TrainingConfig, train_round
+from client_force.training import TrainingConfig
 from federation.contract import CLIENT_ERROR_BY_NAME, EgressContract
 from federation.flower_settings import FlowerSettings
-from federation.metrics import pr_auc, precision_at_recall
-from federation.model import TrajectoryModel, get_weights, predict_scores, set_weights
+from federation.model import TrajectoryModel, get_weights, set_weights
 from privacy.dp.config import DPConfig, DPConfigError
-from privacy.dp.ledger import LedgerError, PrivacyBudgetExceeded, PrivacyLedger, default_ledger_path
+from privacy.dp.ledger import LedgerError, PrivacyBudgetExceeded
 from privacy.keys import KeyManagementError
 from retention.lock import StoreLockedError
 from retention.store import ForceStore, StoreError
@@ -51,6 +52,16 @@ log = logging.getLogger(__name__)
 STORE_LOCK_HOLDER = "flower-round"
 PARTICIPATION_LOG = "flower-rounds.jsonl"
 STORE_LOCK_TIMEOUT = 60.0
+
+__all__ = [
+    "RoundRefusedError",
+    "TrainOutcome",
+    "contract_for",
+    "ledger_path_for",
+    "local_evaluate",
+    "local_train",
+    "node_store",
+]
 
 
 class RoundRefusedError(Exception):
@@ -83,25 +94,31 @@ def node_store(node_config: Mapping[str, Any], settings: FlowerSettings) -> Node
         raise RoundRefusedError("store-unavailable", str(exc)) from None
 
 
-class _OpenStore(AbstractContextManager["ForceStore"]):
-    """Open the store and hold its lock for the round (a purge cannot run meanwhile)."""
+class _OpenStore(AbstractContextManager["tuple[ForceStore, ForcePrivacyEngine]"]):
+    """Open the store and its privacy engine; hold the store lock for the round."""
 
     def __init__(self, node: NodeStore) -> None:
         self.node = node
         self._lock: Any = None
 
-    def __enter__(self) -> ForceStore:
+    def __enter__(self) -> tuple[ForceStore, ForcePrivacyEngine]:
         try:
             store = ForceStore.open(self.node.store, self.node.secret())
             self._lock = store.lock(STORE_LOCK_HOLDER, timeout=STORE_LOCK_TIMEOUT)
             self._lock.__enter__()
         except (StoreError, KeyManagementError, StoreLockedError, OSError) as exc:
             raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None
-        return store
+        try:
+            engine = ForcePrivacyEngine.for_store(store, self.node.policy_file)
+        except PolicyError as exc:
+            self.__exit__(None, None, None)
+            raise RoundRefusedError("store-unavailable", str(exc)) from None
+        return store, engine
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._lock is not None:
             self._lock.__exit__(*exc_info)
+            self._lock = None
 
 
 def _dataset(store: ForceStore, settings: FlowerSettings) -> ForceDataset:
@@ -122,16 +139,9 @@ def _model(
     return model
 
 
-def _training_seed(settings: FlowerSettings, store: ForceStore, server_round: int) -> int | None:
-    """None (OS entropy) unless ``training-seed`` fixes the noise for tests and benchmarks."""
-    if settings.training_seed < 0:
-        return None
-    digest = hashlib.sha256(f"{settings.training_seed}|{store.force}|{server_round}".encode())
-    return int.from_bytes(digest.digest()[:7], "little")
-
-
 def dp_config(settings: FlowerSettings, n_vehicles: int) -> DPConfig:
-    """The study's DP plan at a force with ``n_vehicles`` training vehicles."""
+    """The DP plan the run config requests at a force with ``n_vehicles`` training vehicles
+    (the force's privacy engine then applies its policy: delta, noise, sample rate)."""
     dp = DPConfig.plan(
         n_vehicles=n_vehicles,
         target_epsilon=settings.dp_target_epsilon,
@@ -147,13 +157,14 @@ def dp_config(settings: FlowerSettings, n_vehicles: int) -> DPConfig:
 
 
 def round_plan(
-    settings: FlowerSettings, n_vehicles: int, seed: int | None
+    settings: FlowerSettings, n_vehicles: int, seed: int | None = None
 ) -> tuple[TrainingConfig, DPConfig, dict[str, Any] | None]:
-    """Optimiser settings, DP plan and (when ``dp-recipe`` is set) the resolved recipe.
+    """Optimiser settings, requested DP plan and (when ``dp-recipe`` is set) the recipe.
 
     With ``dp-recipe`` empty the run config's explicit values are used; with a recipe name
     the force derives them from that fixed public rule and its own vehicle count
     (``client_force.dp_recipe``); the run config's epsilon, delta and model still apply.
+    The force's privacy engine seeds the noise (``seed`` is kept for other callers).
     """
     if not settings.dp_recipe:
         training = TrainingConfig(
@@ -184,33 +195,17 @@ def round_plan(
     return training, dp, recipe.to_dict()
 
 
-def ledger_path_for(store_root: Path, settings: FlowerSettings) -> Path:
-    """The ledger these settings train under: the force's lifetime ledger, or a scoped one.
-
-    ``ledger-scope`` is for simulated sweeps only, where each sweep point stands for a separate
-    hypothetical deployment; on real data every release composes into the lifetime ledger.
-    """
-    if not settings.ledger_scope:
-        return default_ledger_path(store_root)
-    return Path(store_root) / "privacy" / "scopes" / settings.ledger_scope / "ledger.json"
-
-
-def open_ledger(store_root: Path, settings: FlowerSettings) -> PrivacyLedger:
-    """The force's ledger; created with the study's epsilon as budget if it has none yet.
-
-    An existing ledger keeps its own budget (the force's policy across all studies); the study
-    plan still calibrates this study's noise to ``dp-target-epsilon``.
-    """
-    path = ledger_path_for(store_root, settings)
-    return PrivacyLedger.open(
-        path, epsilon_budget=None if path.exists() else settings.dp_target_epsilon
-    )
+def _check(engine: ForcePrivacyEngine, settings: FlowerSettings) -> None:
+    try:
+        engine.check_request(settings)
+    except PolicyRefusedError as exc:
+        raise RoundRefusedError("policy-refused", str(exc)) from None
 
 
 def record_participation(
     store_root: Path, *, run_id: str, node_id: int, server_round: int, metrics: Mapping[str, Any]
 ) -> None:
-    """Append this round to ``STORE/logs/flower-rounds.jsonl`` (counts only, stays in the force).
+    """Append this round to ``STORE/logs/flower-rounds.jsonl`` (stays in the force).
 
     It lets the force (and a study runner that plays every force) match the national server's
     per-node records, which are keyed by Flower node id, to this store.
@@ -237,51 +232,55 @@ def local_train(
     proximal_mu: float = 0.0,
     node_id: int | None = None,
 ) -> TrainOutcome:
-    """One DP training round at this force from the global ``arrays``.
+    """One training round at this force from the global ``arrays`` (DP unless a simulation's
+    policy allows ``dp-enabled = false``).
 
     With ``node_id`` (the Flower node id), the round is also appended to the store's
     participation log (:func:`record_participation`).
     """
     contract = contract_for(settings)
-    with _OpenStore(node) as store:
+    with _OpenStore(node) as (store, engine):
+        _check(engine, settings)
         data = _dataset(store, settings)
         model = _model(settings, contract, arrays)
-        seed = _training_seed(settings, store, server_round)
         try:
-            training, dp, recipe = round_plan(settings, len(data.train), seed)
+            training, dp_request, recipe = round_plan(settings, len(data.train))
         except RecipeError as exc:
             raise RoundRefusedError("invalid-instruction", str(exc)) from None
         except DPConfigError as exc:
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
         training = proximal_training(training, model, proximal_mu)
         try:
-            ledger = open_ledger(store.root, settings)
-            result = train_round(
-                model,
-                data.train,
-                data.train_labels,
-                dp,
-                ledger,
-                dp.local_epochs,
-                int(server_round),
-                study_id=settings.study_id,
-                run_id=run_id,
-                training=training,
-                recipe=recipe,
-            )
+            if settings.dp_enabled:
+                metrics = engine.train(
+                    model,
+                    data.train,
+                    data.train_labels,
+                    settings,
+                    server_round=int(server_round),
+                    run_id=run_id,
+                    force=store.force,
+                    training=training,
+                    dp_request=dp_request,
+                    recipe=recipe,
+                ).metrics
+            else:
+                metrics = engine.train_nonprivate(
+                    model,
+                    data.train,
+                    data.train_labels,
+                    settings,
+                    server_round=int(server_round),
+                    force=store.force,
+                    training=training,
+                )
+        except PolicyRefusedError as exc:
+            raise RoundRefusedError("policy-refused", str(exc)) from None
         except PrivacyBudgetExceeded as exc:
             raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None
         except (DPConfigError, LedgerError) as exc:
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
-        outcome = TrainOutcome(
-            arrays=get_weights(model),
-            metrics={
-                "num-examples": int(result.examples),
-                "train-loss": float(result.loss),
-                "epsilon": float(result.epsilon_spent),
-                "delta": float(result.delta),
-            },
-        )
+        outcome = TrainOutcome(arrays=get_weights(model), metrics=metrics)
         if node_id is not None:
             record_participation(
                 store.root,
@@ -294,24 +293,32 @@ def local_train(
 
 
 def local_evaluate(
-    node: NodeStore, settings: FlowerSettings, arrays: Sequence[np.ndarray]
+    node: NodeStore,
+    settings: FlowerSettings,
+    arrays: Sequence[np.ndarray],
+    *,
+    server_round: int = 0,
+    run_id: str = "",
 ) -> dict[str, int | float]:
-    """Held-out metrics of the global ``arrays`` at this force (allowlisted names)."""
+    """DP-released held-out metrics of the global ``arrays`` at this force (capped, charged)."""
     contract = contract_for(settings)
-    with _OpenStore(node) as store:
+    with _OpenStore(node) as (store, engine):
+        _check(engine, settings)
         data = _dataset(store, settings)
-    model = _model(settings, contract, arrays)
-    labels = np.asarray(data.eval_labels, dtype=np.float64)
-    scores = predict_scores(model, data.test)
-    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-    positives = int(labels.sum())
-    auc = pr_auc(labels, scores) if positives else 0.0
-    prec = precision_at_recall(labels, scores, 0.5) if positives else 0.0
-    return {
-        "num-examples": len(labels),
-        "num-positives": positives,
-        "eval-loss": loss,
-        "pr-auc": float(auc) if math.isfinite(auc) else 0.0,
-        "precision-at-recall-0.5": float(prec) if math.isfinite(prec) else 0.0,
-    }
+        model = _model(settings, contract, arrays)
+        try:
+            return engine.evaluate(
+                model,
+                data.test,
+                data.eval_labels,
+                settings,
+                server_round=int(server_round),
+                run_id=run_id,
+                force=store.force,
+            )
+        except PolicyRefusedError as exc:
+            raise RoundRefusedError("policy-refused", str(exc)) from None
+        except PrivacyBudgetExceeded as exc:
+            raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None
+        except (DPConfigError, LedgerError) as exc:
+            raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None

@@ -15,6 +15,10 @@ names one force's store and key only; relative paths are resolved against the fi
 
 ``key-file`` may be omitted in either form; the key then comes from ``ANPRFED_KEY_FILE`` or
 ``ANPRFED_PASSPHRASE`` in the node's environment.
+
+``policy-file`` (optional, either form) names the force's privacy policy TOML
+(``client_force.privacy_policy``); without it the store's authenticated policy, else the
+default deployment policy, applies. The run config can never name a policy.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from privacy.keys import MasterSecretSource
 
 STORE_KEY = "store"
 KEY_FILE_KEY = "key-file"
+POLICY_FILE_KEY = "policy-file"
 PARTITION_ID_KEY = "partition-id"
-NODE_FILE_KEYS = frozenset({STORE_KEY, KEY_FILE_KEY})
+NODE_FILE_KEYS = frozenset({STORE_KEY, KEY_FILE_KEY, POLICY_FILE_KEY})
 
 
 class NodeSettingsError(ValueError):
@@ -43,6 +48,7 @@ class NodeStore:
 
     store: Path
     key_file: Path | None
+    policy_file: Path | None = None
 
     def secret(self) -> MasterSecretSource:
         """The store's secret source: the key file, else the environment."""
@@ -57,7 +63,11 @@ def node_config_path(node_config_dir: str | Path, partition_id: int) -> Path:
 
 
 def write_node_config(
-    node_config_dir: str | Path, partition_id: int, store: Path, key_file: Path | None
+    node_config_dir: str | Path,
+    partition_id: int,
+    store: Path,
+    key_file: Path | None,
+    policy_file: Path | None = None,
 ) -> Path:
     """Write a simulated node's config file (for the study runner and tests); returns its path."""
     path = node_config_path(node_config_dir, partition_id)
@@ -65,6 +75,8 @@ def write_node_config(
     lines = [f"{STORE_KEY} = {_toml_str(Path(store).resolve())}"]
     if key_file is not None:
         lines.append(f"{KEY_FILE_KEY} = {_toml_str(Path(key_file).resolve())}")
+    if policy_file is not None:
+        lines.append(f"{POLICY_FILE_KEY} = {_toml_str(Path(policy_file).resolve())}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -119,7 +131,15 @@ def _node_store(values: Mapping[str, Any], base: Path, where: str) -> NodeStore:
         key_file = _resolve(base, key_value)
         if not key_file.is_file():
             raise NodeSettingsError(f"{where}: key file {key_file} does not exist")
-    return NodeStore(store=store, key_file=key_file)
+    policy_value = values.get(POLICY_FILE_KEY)
+    policy_file = None
+    if policy_value is not None:
+        if not isinstance(policy_value, str) or not policy_value:
+            raise NodeSettingsError(f"{where}: '{POLICY_FILE_KEY}' must be a non-empty path")
+        policy_file = _resolve(base, policy_value)
+        if not policy_file.is_file():
+            raise NodeSettingsError(f"{where}: policy file {policy_file} does not exist")
+    return NodeStore(store=store, key_file=key_file, policy_file=policy_file)
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -91,6 +91,8 @@ class ForceNumPyClient(NumPyClient):
             node_store(self.context.node_config, self.settings),
             self.settings,
             self._arrays(parameters),
+            server_round=int(config.get("server-round", 0)),
+            run_id=str(self.context.run_id),
         )
         problems = self.contract.check_metrics(_metric_record(metrics), "evaluate")
         if problems:

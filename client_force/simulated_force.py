@@ -23,11 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from client_force.flower_round import ledger_path_for, local_train
+from client_force.flower_round import local_train
 from client_force.force_dataset import ForceDataset, load_force_dataset, write_eval_labels
 from client_force.ingest import ingest_export
 from client_force.labels import ingest_labels_frame
 from client_force.node_settings import NodeStore, write_node_config
+from client_force.privacy_policy import SIMULATION_POLICY
+from client_force.private_training import ForcePrivacyEngine, install_policy, ledger_path_for
 from federation.flower_settings import FlowerSettings
 from federation.model import (
     TrajectoryModel,
@@ -36,7 +38,6 @@ from federation.model import (
     predict_scores,
     set_weights,
 )
-from privacy.dp.ledger import PrivacyLedger
 from privacy.keys import MasterSecretSource
 from retention.policy import RetentionPolicy
 from retention.purge import run_purge
@@ -84,6 +85,9 @@ class SimulatedForce:
         self._store = ForceStore.create(
             self.store_dir, self.name, MasterSecretSource.from_key_file(self.key_file)
         )
+        # A simulated force allows simulation-only settings (fixed seeds, scoped ledgers,
+        # non-private references); every run manifest says so (see privacy_policy).
+        install_policy(self._store, SIMULATION_POLICY)
         report = ingest_export(self._store, export, as_of=as_of, max_age_days=max_age_days)
         report.check()
         return {
@@ -193,14 +197,14 @@ class SimulatedForce:
 
     def ledger_rows(self, settings: FlowerSettings) -> list[dict[str, Any]]:
         """Epsilon and delta per round with the mechanism, for the results' privacy ledger."""
-        path = self.ledger_path(settings)
-        if not path.exists():
+        ledger = ForcePrivacyEngine.for_store(self.store).open_existing(settings)
+        if ledger is None:
             return []
-        ledger = PrivacyLedger.open(path)
         return [
             {
                 "force": self.name,
                 "round": e.round,
+                "kind": e.kind,
                 "epsilon": e.epsilon_after,
                 "delta": e.delta,
                 "noise_multiplier": e.noise_multiplier,
@@ -210,6 +214,7 @@ class SimulatedForce:
                 "examples": e.examples,
                 "epsilon_budget": ledger.epsilon_budget,
                 "accountant": "rdp",
+                "simulation_ledger": ledger.simulation,
             }
             for e in ledger.entries
         ]

@@ -38,32 +38,49 @@ NUMPY_STYPE = "numpy.ndarray"
 
 @dataclass(frozen=True)
 class MetricRule:
-    """A metric's type (``int`` or ``float``) and inclusive bounds."""
+    """A metric's type (``int`` or ``float``), inclusive bounds, and the guarantee it leaves under.
+
+    ``allow_inf`` admits ``+inf`` (only ``epsilon``, and only for a non-private reference round,
+    which must say so with ``delta = 1``).
+    """
 
     kind: type
     low: float
     high: float = math.inf
+    guarantee: str = ""
+    allow_inf: bool = False
 
+
+DP_RELEASE = "dp-release"
+"""Post-processing of a Gaussian release charged to the force's ledger."""
+ACCOUNTING = "accounting"
+"""The force's own accounting of its spend: epsilon rounded up to 0.01, its ledger's fixed delta."""
 
 TRAIN_METRICS: Mapping[str, MetricRule] = {
-    "num-examples": MetricRule(int, 1),
-    "train-loss": MetricRule(float, 0.0),
-    "epsilon": MetricRule(float, 0.0),
-    "delta": MetricRule(float, 0.0, 1.0),
+    "num-examples": MetricRule(int, 1, guarantee=DP_RELEASE),
+    "train-loss": MetricRule(float, 0.0, guarantee=DP_RELEASE),
+    "epsilon": MetricRule(float, 0.0, guarantee=ACCOUNTING, allow_inf=True),
+    "delta": MetricRule(float, 0.0, 1.0, guarantee=ACCOUNTING),
 }
-"""Metrics a force sends after local training: examples used, mean loss, (epsilon, delta)
-spent so far by this force (cumulative over all its rounds and runs)."""
+"""Metrics a force sends after local training. ``num-examples`` (a noisy vehicle count, also
+FedAvg's weight) and ``train-loss`` (the clipped loss of the trained model, noisy) are one
+Gaussian release charged to the force's ledger; ``epsilon`` is the force's cumulative spend at
+its ledger's fixed ``delta`` (all its rounds and runs), rounded up to 0.01. A NON-PRIVATE
+reference round (simulation only) reports ``epsilon = inf`` and ``delta = 1``, and its
+``num-examples`` and ``train-loss`` are exact."""
 
 EVALUATE_METRICS: Mapping[str, MetricRule] = {
-    "num-examples": MetricRule(int, 1),
-    "num-positives": MetricRule(int, 0),
-    "eval-loss": MetricRule(float, 0.0),
-    "pr-auc": MetricRule(float, 0.0, 1.0),
-    "precision-at-recall-0.5": MetricRule(float, 0.0, 1.0),
+    "num-examples": MetricRule(int, 1, guarantee=DP_RELEASE),
+    "num-positives": MetricRule(int, 0, guarantee=DP_RELEASE),
+    "eval-loss": MetricRule(float, 0.0, guarantee=DP_RELEASE),
+    "pr-auc": MetricRule(float, 0.0, 1.0, guarantee=DP_RELEASE),
+    "precision-at-recall-0.5": MetricRule(float, 0.0, 1.0, guarantee=DP_RELEASE),
 }
-"""Metrics a force sends after evaluating the global model on its held-out vehicles. When the
-held-out split has no positive, ``pr-auc`` and ``precision-at-recall-0.5`` are 0.0 and
-``num-positives`` is 0 (the server weights them by ``num-positives``)."""
+"""Metrics a force sends after evaluating the global model on its held-out vehicles: all
+post-processing of one Gaussian release (score histograms of positives and negatives over fixed
+bins, and the clipped loss sum) charged to the force's ledger; evaluate rounds are capped by the
+force's policy. Noisy: with few held-out positives they say little (the force evaluates
+exactly only for itself)."""
 
 VIOLATION_CODES = (
     "error-reply",  # the reply is a Flower error (recorded as a failure, not a rejection)
@@ -102,6 +119,7 @@ CLIENT_ERROR_CODES: Mapping[int, str] = {
     104: "self-check-failed",
     105: "internal-error",
     106: "invalid-instruction",
+    107: "policy-refused",  # the run config asks for more than the force's privacy policy allows
 }
 """Error codes a force's ClientApp may reply with; the reason is always the code's name."""
 
@@ -204,18 +222,7 @@ class EgressContract:
         rules = self._rules(kind)
         if not isinstance(record, MetricRecord):
             return [Violation("unexpected-record", f"'{METRIC_RECORD_KEY}' is not a MetricRecord")]
-        out: list[Violation] = []
-        extra = [key for key in record if key not in rules]
-        if extra:
-            out.append(
-                Violation("metric-unexpected", f"{len(extra)} metric(s) outside the allowlist")
-            )
-        for name, rule in rules.items():
-            if name not in record:
-                out.append(Violation("metric-missing", name))
-                continue
-            out.extend(check_metric(name, rule, record[name]))
-        return out
+        return check_metric_values(record, rules)
 
     def check_train_reply(self, content: Any) -> list[Violation]:
         """Check a train reply's ``RecordDict``; an empty list means it may leave the force."""
@@ -256,6 +263,27 @@ class EgressContract:
         return out
 
 
+def check_metric_values(
+    record: Mapping[str, Any], rules: Mapping[str, MetricRule]
+) -> list[Violation]:
+    """Violations of a metric mapping against ``rules`` (allowlist, kinds, ranges, the
+    non-private pair ``epsilon = inf`` <=> ``delta = 1``)."""
+    out: list[Violation] = []
+    extra = [key for key in record if key not in rules]
+    if extra:
+        out.append(Violation("metric-unexpected", f"{len(extra)} metric(s) outside the allowlist"))
+    for name, rule in rules.items():
+        if name not in record:
+            out.append(Violation("metric-missing", name))
+            continue
+        out.extend(check_metric(name, rule, record[name]))
+    eps, delta = record.get("epsilon"), record.get("delta")
+    paired = "epsilon" in rules and isinstance(eps, float) and isinstance(delta, int | float)
+    if paired and math.isinf(eps) != (delta == 1.0):
+        out.append(Violation("metric-range", "epsilon = inf exactly when delta = 1 (non-private)"))
+    return out
+
+
 def _check_array(spec: ArraySpec, array: Any) -> list[Violation]:
     if not isinstance(array, Array):
         return [Violation("array-encoding", spec.name)]
@@ -286,6 +314,8 @@ def check_metric(name: str, rule: MetricRule, value: Any) -> list[Violation]:
         return [Violation("metric-type", f"{name}: expected a scalar {rule.kind.__name__}")]
     if rule.kind is int and not isinstance(value, int):
         return [Violation("metric-type", f"{name}: expected an int")]
+    if rule.allow_inf and value == math.inf:
+        return []
     if not math.isfinite(value):
         return [Violation("metric-non-finite", name)]
     if not rule.low <= value <= rule.high:

@@ -49,7 +49,9 @@ class FlowerSettings:
     strategy: str = "fedavg"  # strategy: fedavg | fedprox
     proximal_mu: float = 0.0  # proximal-mu (FedProx only)
     fraction_train: float = 1.0  # fraction-train
-    fraction_evaluate: float = 1.0  # fraction-evaluate
+    fraction_evaluate: float = 0.0  # fraction-evaluate: forces asked to evaluate each round;
+    # off by default: every federated evaluation is a DP release charged to each force's ledger
+    # and capped by its policy (the study evaluates force-side instead)
     min_available_nodes: int = 2  # min-available-nodes: forces that must be connected
     min_replies: int = 2  # min-replies: accepted replies a round needs to proceed
     round_timeout: float = 600.0  # round-timeout: seconds to wait for replies per round
@@ -76,21 +78,26 @@ class FlowerSettings:
     feature_cache: bool = True  # feature-cache: keep an encrypted derived feature cache
     # --- client: local DP training ---------------------------------------------------------
     study_id: str = "flower-study"  # study-id: recorded with every round in each force ledger
-    ledger_scope: str = ""  # ledger-scope: "" = the force's lifetime ledger; a name = a separate
-    # ledger under STORE/privacy/scopes/<name>/ (simulated sweeps: each sweep point is its own
-    # hypothetical deployment; never use it on real data, where every release composes)
+    ledger_scope: str = ""  # ledger-scope (SIMULATION ONLY): "" = the force's lifetime ledger; a
+    # name = a separate ledger under STORE/privacy/scopes/<name>/ whose budget is
+    # dp-target-epsilon (each sweep point is its own hypothetical deployment). A force whose
+    # privacy policy does not allow simulation settings refuses any round that sets it.
     local_epochs: int = 1  # local-epochs
     optimizer: str = "adam"  # optimizer: adam | sgd
     learning_rate: float = 3e-3  # learning-rate
     batch_size: int = 64  # batch-size: expected Poisson batch (sample rate = batch / vehicles)
-    dp_target_epsilon: float = 8.0  # dp-target-epsilon: what the whole study may spend per force
+    dp_enabled: bool = True  # dp-enabled: false = NON-PRIVATE reference round (simulation only:
+    # epsilon = inf in the reply, no ledger entry; refused by a deployed force's policy)
+    dp_target_epsilon: float = 8.0  # dp-target-epsilon: a *request*: the epsilon this study's
+    # noise is calibrated to; the force's ledger budget is the force's own policy
     dp_delta: float = 0.0  # dp-delta (0 = 1 / (10 x the force's training vehicles))
     dp_max_grad_norm: float = 1.0  # dp-max-grad-norm
     dp_noise_multiplier: float = 0.0  # dp-noise-multiplier (0 = calibrated to the study plan)
     dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/1" = the
     # force derives batch, epochs, optimiser, learning rate and clipping from that fixed public
     # rule and its own training-vehicle count (client_force.dp_recipe)
-    training_seed: int = -1  # training-seed: -1 = OS entropy; >= 0 fixes DP noise (tests only)
+    training_seed: int = -1  # training-seed (SIMULATION ONLY): -1 = OS CSPRNG; >= 0 fixes DP
+    # noise, which the server then knows (epsilon = inf); refused by a deployed force's policy
     # --- model ---------------------------------------------------------------------------
     model_hidden: int = 32  # model-hidden: hidden width of the trajectory model
     model_kernel_size: int = 5  # model-kernel-size: odd convolution width over reads
@@ -140,6 +147,17 @@ class FlowerSettings:
                 )
             updates[spec.name] = _coerce(key, value, type(getattr(base, spec.name)))
         return dataclasses.replace(base, **updates, extra=extra)
+
+    def simulation_only(self) -> dict[str, RunConfigValue]:
+        """The simulation-only settings in use (for run manifests): seed, scope, no DP."""
+        used: dict[str, RunConfigValue] = {}
+        if self.training_seed >= 0:
+            used["training-seed"] = self.training_seed
+        if self.ledger_scope:
+            used["ledger-scope"] = self.ledger_scope
+        if not self.dp_enabled:
+            used["dp-enabled"] = False
+        return used
 
     def to_run_config(self) -> dict[str, RunConfigValue]:
         """The run-config mapping (``flwr run --run-config`` / pyproject defaults)."""
