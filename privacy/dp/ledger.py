@@ -267,7 +267,12 @@ class PrivacyLedger:
                         f"{path}: the ledger's epsilon budget is {ledger.epsilon_budget:g}; "
                         f"refusing to open it with a different budget ({epsilon_budget:g})"
                     )
-                if delta is not None and delta > ledger.delta * (1 + DELTA_TOLERANCE):
+                fixed = ledger._header["delta"]
+                if (
+                    delta is not None
+                    and fixed is not None
+                    and delta > fixed * (1 + DELTA_TOLERANCE)
+                ):
                     raise DeltaRaisedError(
                         f"{path}: the ledger's delta is fixed at {ledger.delta:.3g}; refusing "
                         f"a larger delta ({delta:.3g})"
@@ -286,16 +291,14 @@ class PrivacyLedger:
                 raise LedgerError(
                     f"epsilon_budget must be positive and finite; got {epsilon_budget}"
                 )
-            if delta is None:
-                raise LedgerError(f"{path}: no ledger here; give delta to create one")
-            if not 0.0 < delta < 1.0:
+            if delta is not None and not 0.0 < delta < 1.0:
                 raise LedgerError(f"delta must be in (0, 1); got {delta}")
             header = {
                 "format": FORMAT,
                 "unit_of_privacy": "vehicle",
                 "accountant": "rdp",
                 "epsilon_budget": float(epsilon_budget),
-                "delta": float(delta),
+                "delta": None if delta is None else float(delta),
                 "scope": str(scope),
                 "simulation": bool(simulation),
                 "keyed": key is not None,
@@ -325,7 +328,11 @@ class PrivacyLedger:
         try:
             header = {name: data[name] for name in HEADER_FIELDS}
             entries = [LedgerEntry.from_dict(e) for e in data["entries"]]
-            float(header["epsilon_budget"]), float(header["delta"])
+            float(header["epsilon_budget"])
+            if header["delta"] is None and entries:
+                raise ValueError("a ledger with entries must have a fixed delta")
+            if header["delta"] is not None:
+                float(header["delta"])
             header_mac = str(data["header_mac"])
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"{path}: malformed ledger ({exc})") from None
@@ -412,7 +419,10 @@ class PrivacyLedger:
 
     @property
     def delta(self) -> float:
-        """The delta fixed at creation: every spend is computed at it."""
+        """The fixed delta every spend is computed at (set at creation, or by the first
+        mechanism of a ledger created without one)."""
+        if self._header["delta"] is None:
+            raise LedgerError(f"{self.path}: the ledger has no delta yet (no mechanism recorded)")
         return float(self._header["delta"])
 
     @property
@@ -450,6 +460,8 @@ class PrivacyLedger:
 
         A ``delta`` other than the ledger's is for reports only (never for the budget).
         """
+        if not self._entries:
+            return 0.0
         return epsilon_for(self.history(), self.delta if delta is None else delta, orders)[0]
 
     # -- writing ---------------------------------------------------------------------------
@@ -474,7 +486,8 @@ class PrivacyLedger:
 
         ``delta`` is what the caller's guarantee assumes; it may not exceed the ledger's fixed
         delta (else :class:`DeltaRaisedError`). The budget is always checked at the ledger's
-        delta, whatever the caller asks.
+        delta, whatever the caller asks. A ledger created without a delta takes the first
+        mechanism's ``delta`` as its fixed delta.
 
         Raises:
             PrivacyBudgetExceeded: the cumulative epsilon after this mechanism would exceed the
@@ -486,6 +499,10 @@ class PrivacyLedger:
         orders = tuple(float(a) for a in orders)
         with self._locked(self.path):
             self.refresh()
+            if self._header["delta"] is None:
+                if self._entries or delta is None or not 0.0 < delta < 1.0:
+                    raise LedgerError(f"{self.path}: the first mechanism must give a delta")
+                self._header["delta"] = float(delta)
             fixed = self.delta
             if delta is not None and delta > fixed * (1 + DELTA_TOLERANCE):
                 raise DeltaRaisedError(

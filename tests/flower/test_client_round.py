@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,9 +13,25 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_force.client_app import make_client_app
 from client_force.flower_round import RoundRefusedError, contract_for, local_train, node_store
+from client_force.privacy_policy import SIMULATION_POLICY
+from client_force.private_training import install_policy
 from federation.contract import CLIENT_ERROR_BY_NAME
 from federation.model import TrajectoryModel, get_weights
 from privacy.dp.ledger import PrivacyLedger, default_ledger_path
+from privacy.keys import MasterSecretSource
+from retention.store import ForceStore
+
+
+def _set_budget(node, budget: float) -> None:
+    """The force's own lifetime budget (its policy), here equal to the study's request."""
+    store = ForceStore.open(node.store, MasterSecretSource.from_key_file(node.key_file))
+    install_policy(store, dataclasses.replace(SIMULATION_POLICY, epsilon_budget=budget))
+
+
+def _train_entries(node) -> list:
+    return [
+        e for e in PrivacyLedger.open(default_ledger_path(node.store)).entries if e.kind == "train"
+    ]
 
 
 def _global(settings) -> list[np.ndarray]:
@@ -29,18 +46,25 @@ def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 def test_rounds_compose_in_the_ledger_and_refuse_past_the_budget(world: FlowerWorld) -> None:
     settings = world.settings(num_server_rounds=2, training_seed=11, dp_noise_multiplier=0.0)
     node = node_store({"partition-id": 0}, settings)
+    _set_budget(node, settings.dp_target_epsilon)
     start = _global(settings)
     first = local_train(node, settings, start, server_round=1, run_id="r1")
     second = local_train(node, settings, first.arrays, server_round=2, run_id="r1")
     assert 0 < first.metrics["epsilon"] < second.metrics["epsilon"] <= settings.dp_target_epsilon
     ledger = PrivacyLedger.open(default_ledger_path(node.store))
-    assert [e.status for e in ledger.entries] == ["completed", "completed"]
-    assert ledger.epsilon_spent(second.metrics["delta"]) == pytest.approx(second.metrics["epsilon"])
+    # each round: its DP-SGD steps, then the release of its scalars
+    assert [(e.kind, e.status) for e in ledger.entries] == [
+        ("train", "completed"),
+        ("release", "completed"),
+    ] * 2
+    assert ledger.delta == second.metrics["delta"]
+    assert ledger.epsilon_spent() == pytest.approx(second.metrics["epsilon"], abs=0.01)
+    assert second.metrics["epsilon"] >= ledger.epsilon_spent()  # rounded up, never down
     # A new run on the same data starts from the ledger, not from zero: no budget is left.
     with pytest.raises(RoundRefusedError) as refused:
         local_train(node, settings, second.arrays, server_round=1, run_id="r2")
     assert refused.value.name == "privacy-budget-exhausted"
-    assert len(PrivacyLedger.open(default_ledger_path(node.store)).entries) == 2
+    assert len(PrivacyLedger.open(default_ledger_path(node.store)).entries) == 4
 
 
 def test_fedprox_term_keeps_the_update_near_the_global_model(world: FlowerWorld) -> None:
@@ -52,7 +76,7 @@ def test_fedprox_term_keeps_the_update_near_the_global_model(world: FlowerWorld)
     prox = local_train(node, settings, start, server_round=1, run_id="b", proximal_mu=50.0)
     assert _distance(prox.arrays, start) < 0.5 * _distance(plain.arrays, start)
     # The proximal gradient is post-processing: the ledger records the same mechanism twice.
-    first, second = PrivacyLedger.open(default_ledger_path(node.store)).entries
+    first, second = _train_entries(node)
     assert first.mechanism == second.mechanism
     assert prox.metrics["epsilon"] > plain.metrics["epsilon"]  # and the spend composes
 
@@ -84,6 +108,7 @@ def test_client_app_replies_within_the_contract_or_with_a_code_only(
 ) -> None:
     # The same calibrated two-round plan as above (the calibration is cached per process).
     settings = world.settings(num_server_rounds=2, training_seed=3, dp_noise_multiplier=0.0)
+    _set_budget(node_store({"partition-id": 0}, settings), settings.dp_target_epsilon)
     app = make_client_app(settings)
     for server_round in (1, 2):
         reply = app(_instruction(settings, server_round), _context(0))
