@@ -135,6 +135,8 @@ class RunOutputs:
             "final_checkpoint": str(self.final_checkpoint) if self.final_checkpoint else None,
             "checkpoint_dir": str(self.checkpoint_dir),
             "settings": self.settings,
+            # Settings only a simulated force accepts (a deployed force's policy refuses them).
+            "simulation_only_settings": _simulation_only(self.settings),
             "contract": {
                 "arrays": [
                     {"name": a.name, "shape": list(a.shape), "dtype": a.dtype}
@@ -157,3 +159,15 @@ class RunOutputs:
         )
         write_json_atomic(self.results_dir / FAILURES_FILE, [f.to_json() for f in self.failures])
         write_json_atomic(self.results_dir / LEDGER_FILE, self.ledger.to_json())
+
+
+def _simulation_only(settings: dict[str, Any]) -> dict[str, Any]:
+    """The simulation-only run-config keys in use: fixed DP seed, ledger scope, no DP."""
+    used: dict[str, Any] = {}
+    if int(settings.get("training-seed", -1)) >= 0:
+        used["training-seed"] = settings["training-seed"]
+    if settings.get("ledger-scope"):
+        used["ledger-scope"] = settings["ledger-scope"]
+    if settings.get("dp-enabled") is False:
+        used["dp-enabled"] = False
+    return used

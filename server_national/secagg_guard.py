@@ -46,7 +46,7 @@ from federation.contract import (
     EgressContract,
     MetricRule,
     Violation,
-    check_metric,
+    check_metric_values,
     client_error_name,
 )
 from server_national.egress_guard import EVALUATE, TRAIN, Failure, Rejection
@@ -310,16 +310,8 @@ def _check_status(record: Any) -> list[Violation]:
 
 
 def _check_scalar_record(record: Any, rules: Mapping[str, MetricRule]) -> list[Violation]:
-    out: list[Violation] = []
-    extra = [key for key in record if key not in rules]
-    if extra:
-        out.append(Violation("metric-unexpected", f"{len(extra)} metric(s) outside the allowlist"))
-    for name, rule in rules.items():
-        if name not in record:
-            out.append(Violation("metric-missing", name))
-        else:
-            out.extend(check_metric(name, rule, record[name]))
-    return out
+    """The contract's metric checks (allowlist, kinds, ranges, the non-private pair)."""
+    return check_metric_values(record, rules)
 
 
 def _check_protocol_record(

@@ -391,6 +391,14 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
             "epsilon is per force for one sweep point; sweep points are separate hypothetical "
             "studies, each with its own ledger namespace",
         ],
+        # Every run says which simulation-only settings it used (issue 14): a deployed force's
+        # privacy policy refuses all of them.
+        "simulation_only": {
+            "force_policy": "simulated forces allow simulation-only settings "
+            "(client_force.privacy_policy.SIMULATION_POLICY); a deployed force refuses them",
+            "ledger-scope": "one ledger per design and sweep point, budget = its epsilon",
+            "per_run": "server/<design>/status.json, simulation_only_settings",
+        },
     }
     files.append(write_json(layout.manifest, manifest))
 
