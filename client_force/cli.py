@@ -354,8 +354,11 @@ def status_cmd(
     """Days held, oldest and newest read, reads, vehicles, bytes, key epoch (all verified)."""
     st = _run(as_json, lambda: store_status(_open(store, key_file)))
     d = st.to_dict()
+    ledgers_ok = all(row["state"] == "ok" for row in d["privacy_ledgers"])
     if as_json:
-        typer.echo(json.dumps({"ok": True, **d}))
+        typer.echo(json.dumps({"ok": ledgers_ok, **d}))
+        if not ledgers_ok:
+            raise typer.Exit(code=2)
         return
     rows = [
         ("force", d["force"]),
@@ -373,12 +376,28 @@ def status_cmd(
         ("bytes on disk", f"{d['bytes']:,}"),
         ("key epoch", d["key_epoch"]),
     ]
+    for row in d["privacy_ledgers"]:
+        name = f"privacy ledger {row['scope'] or '(lifetime)'}"
+        if row["state"] == "ok":
+            rows.append(
+                (
+                    name,
+                    f"ok: epsilon {row['epsilon_spent']:.3f} of {row['epsilon_budget']:g} at "
+                    f"delta {row['delta']}, {row['entries']} mechanism(s), "
+                    f"{row['evaluate_rounds']} evaluate round(s)"
+                    + (" [simulation]" if row["simulation"] else ""),
+                )
+            )
+        else:
+            rows.append((name, f"{row['state'].upper()}: {row['detail']}"))
     _console.print(_table(f"store {store}", rows))
     if d["stale_epoch_keys"]:
         _console.print(
             f"[yellow]warning: {d['stale_epoch_keys']} old pseudonym key(s) survived an "
             "interrupted rotation; run `anprfed force rotate-key` to finish erasing them[/]"
         )
+    if not ledgers_ok:
+        raise typer.Exit(code=2)
 
 
 @app.command("quarantine")

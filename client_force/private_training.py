@@ -35,6 +35,9 @@ import numpy as np
 from torch import nn
 
 from client_force.privacy_policy import (
+    DEFAULT_POLICY as DEFAULT_POLICY_FOR_STATUS,
+)
+from client_force.privacy_policy import (
     PolicyRefusedError,
     PrivacyPolicy,
     load_policy,
@@ -46,7 +49,7 @@ from federation.flower_settings import FlowerSettings
 from federation.model import predict_scores
 from privacy.dp.accountant import epsilon_for, study_noise_multiplier
 from privacy.dp.config import DPConfig
-from privacy.dp.ledger import LedgerAnchors, PrivacyLedger, default_ledger_path
+from privacy.dp.ledger import LedgerAnchors, LedgerError, PrivacyLedger, default_ledger_path
 
 LEDGER_KEY_LABEL = b"anprfed/v1/privacy-ledger"
 ANCHORS_FILE = Path("keys") / "ledger-anchors.json"
@@ -116,6 +119,51 @@ def _pr_from_histograms(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]
     reached = np.nonzero(recall >= 0.5)[0]
     at_half = float(precision[reached[0]]) if len(reached) else 0.0
     return min(max(ap, 0.0), 1.0), min(max(at_half, 0.0), 1.0)
+
+
+def ledger_health(store: Any) -> list[dict[str, Any]]:
+    """Every ledger of an open store checked against its key and its anchor (for ``status``).
+
+    One row per ledger (the lifetime ledger ``""`` and each simulation scope), and one per
+    anchor whose ledger file is gone: ``state`` is ``ok``, ``tampered`` (a MAC fails, or it
+    ends before its anchor: truncated or rolled back) or ``missing`` (deleted).
+    """
+    engine = ForcePrivacyEngine(store.root, ledger_key(store.master), DEFAULT_POLICY_FOR_STATUS)
+    paths = {"": default_ledger_path(store.root)}
+    scopes = Path(store.root) / "privacy" / "scopes"
+    if scopes.is_dir():
+        paths.update({d.name: d / "ledger.json" for d in sorted(scopes.iterdir()) if d.is_dir()})
+    try:
+        anchors = engine.anchors.read()
+    except LedgerError as exc:
+        return [{"scope": "*", "state": "tampered", "detail": str(exc)}]
+    rows = []
+    for scope, path in paths.items():
+        if not path.exists():
+            if scope in anchors and int(anchors[scope].get("entries", 0)) > 0:
+                rows.append({"scope": scope, "state": "missing", "detail": "ledger deleted"})
+            continue
+        try:
+            ledger = PrivacyLedger.open(path, key=engine.key, anchors=engine.anchors, scope=scope)
+        except LedgerError as exc:
+            rows.append({"scope": scope, "state": "tampered", "detail": str(exc)})
+            continue
+        rows.append(
+            {
+                "scope": scope,
+                "state": "ok",
+                "simulation": ledger.simulation,
+                "entries": len(ledger.entries),
+                "evaluate_rounds": ledger.count("evaluate"),
+                "epsilon_spent": ledger.epsilon_spent(),
+                "epsilon_budget": ledger.epsilon_budget,
+                "delta": ledger.header["delta"],
+            }
+        )
+    for scope in sorted(set(anchors) - set(paths)):
+        if int(anchors[scope].get("entries", 0)) > 0:
+            rows.append({"scope": scope, "state": "missing", "detail": "ledger deleted"})
+    return rows
 
 
 class ForcePrivacyEngine:
@@ -441,6 +489,7 @@ __all__ = [
     "ForcePrivacyEngine",
     "PrivateRound",
     "install_policy",
+    "ledger_health",
     "ledger_key",
     "ledger_path_for",
     "simulation_settings_requested",

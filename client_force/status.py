@@ -6,13 +6,14 @@ doubles as an integrity check of the whole store.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from client_force.private_training import ledger_health
 from retention.store import ForceStore
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -40,6 +41,8 @@ class StoreStatus:
     keys_in_keyring: int
     stale_epoch_keys: int  # > 0: an interrupted rotation left an old key; run rotate-key
     bytes: int
+    # each privacy ledger checked against its key and its anchor (truncation, rollback)
+    privacy_ledgers: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -89,6 +92,7 @@ def store_status(store: ForceStore) -> StoreStatus:
         keys_in_keyring=len(store.keyring.entries()),
         stale_epoch_keys=len(store.stale_epoch_key_ids()),
         bytes=store.bytes_on_disk(),
+        privacy_ledgers=ledger_health(store),
     )
 
 
