@@ -121,6 +121,47 @@ def _pr_from_histograms(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]
     return min(max(ap, 0.0), 1.0), min(max(at_half, 0.0), 1.0)
 
 
+def train_shadow_dp(
+    model: nn.Module,
+    examples: ExampleSet,
+    labels: np.ndarray,
+    *,
+    noise_multiplier: float,
+    batch_size: int,
+    max_grad_norm: float,
+    epochs: int,
+    training: TrainingConfig,
+) -> None:
+    """Train ``model`` in place with a design's DP-SGD recipe, OUTSIDE any ledger (audits only).
+
+    For membership audits, which retrain shadow models with the recipe of a model already
+    trained (and accounted) at a force. Nothing here is released, so nothing is charged; it
+    must never produce anything that leaves a force. ``training.seed`` fixes the noise.
+    """
+    from client_force.dp_trainer import make_generator, run_dp_sgd
+    from client_force.training import tensor_dataset
+
+    plan = DPConfig.plan(
+        n_vehicles=len(examples),
+        target_epsilon=1.0,  # unused: the noise multiplier is given
+        expected_batch_size=batch_size,
+        max_grad_norm=max_grad_norm,
+    )
+    result = run_dp_sgd(
+        model,
+        tensor_dataset(examples, np.asarray(labels, np.float32)),
+        prior_history=[],
+        noise_multiplier=float(noise_multiplier),
+        sample_rate=plan.sample_rate,
+        max_grad_norm=max_grad_norm,
+        epochs=epochs,
+        make_optimizer=training.make_optimizer,
+        loss_fn=training.make_loss(),
+        generator=make_generator(training.seed),
+    )
+    model.load_state_dict(result.state_dict)
+
+
 def ledger_health(store: Any) -> list[dict[str, Any]]:
     """Every ledger of an open store checked against its key and its anchor (for ``status``).
 
@@ -493,4 +534,5 @@ __all__ = [
     "ledger_key",
     "ledger_path_for",
     "simulation_settings_requested",
+    "train_shadow_dp",
 ]

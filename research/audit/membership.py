@@ -42,13 +42,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from client_force.dp_trainer import make_generator, run_dp_sgd
 from client_force.force_dataset import ForceDataset, load_force_dataset
-from client_force.training import TrainingConfig, tensor_dataset, train_nonprivate
+from client_force.private_training import train_shadow_dp
+from client_force.training import TrainingConfig, train_nonprivate
 from federation.features import ExampleSet, concat_examples
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, example_tensors, set_weights, weight_spec
-from privacy.dp.config import DPConfig, max_delta
+from privacy.dp.config import max_delta
 from privacy.keys import MasterSecretSource
 from research.audit import (
     AttackResult,
@@ -159,25 +159,16 @@ class TrainingRecipe:
         if not self.private:
             train_nonprivate(model, examples, labels, self.epochs, training)
             return model
-        plan = DPConfig.plan(
-            n_vehicles=len(examples),
-            target_epsilon=1.0,  # unused: the noise multiplier is given
-            expected_batch_size=self.batch_size,
-            max_grad_norm=self.max_grad_norm,
-        )
-        result = run_dp_sgd(
+        train_shadow_dp(
             model,
-            tensor_dataset(examples, np.asarray(labels, np.float32)),
-            prior_history=[],
+            examples,
+            labels,
             noise_multiplier=float(self.noise_multiplier),
-            sample_rate=plan.sample_rate,
+            batch_size=self.batch_size,
             max_grad_norm=self.max_grad_norm,
             epochs=self.epochs,
-            make_optimizer=training.make_optimizer,
-            loss_fn=training.make_loss(),
-            generator=make_generator(seed),
+            training=training,
         )
-        model.load_state_dict(result.state_dict)
         return model
 
 
@@ -389,8 +380,12 @@ def claimed_privacy(
     ]
     if rows.empty:
         return math.inf, max_delta(n_train), None
-    last = rows.sort_values("round").iloc[-1]
-    return float(last["epsilon"]), float(last["delta"]), float(last["noise_multiplier"])
+    # The claim is the force's cumulative spend (DP-SGD rounds and the releases of their
+    # scalars); the recipe's noise is the DP-SGD rounds' (not a release's).
+    train = rows[rows["kind"] == "train"] if "kind" in rows.columns else rows
+    last = rows.sort_values("round", kind="stable").iloc[-1]
+    sigma = train.sort_values("round", kind="stable").iloc[-1]["noise_multiplier"]
+    return float(rows["epsilon"].max()), float(last["delta"]), float(sigma)
 
 
 def recipe_for(

@@ -256,7 +256,10 @@ def test_arrays_outside_the_contract_are_rejected(task_identity, contract, weigh
 @pytest.mark.parametrize(
     ("key", "value", "code"),
     [
-        ("epsilon", float("inf"), "metric-non-finite"),
+        # inf is only the explicit non-private pair (epsilon = inf, delta = 1)
+        ("epsilon", float("inf"), "metric-range"),
+        ("epsilon", float("nan"), "metric-non-finite"),
+        ("delta", 1.0, "metric-range"),
         ("train-loss", float("nan"), "metric-non-finite"),
         ("epsilon", -0.5, "metric-range"),
         ("delta", 1.5, "metric-range"),
@@ -272,6 +275,14 @@ def test_metric_values_outside_the_contract_are_rejected(
     content = _train_content(contract, weights)
     _smuggle_metric(content["metrics"], key, value)
     assert code in _screen(EgressGuard(contract), Message(content, reply_to=_instruction()))
+
+
+def test_a_non_private_reference_says_so_explicitly(task_identity, contract, weights) -> None:
+    """A non-private (simulation-only) round reports epsilon = inf with delta = 1: accepted."""
+    content = _train_content(contract, weights)
+    _smuggle_metric(content["metrics"], "epsilon", float("inf"))
+    _smuggle_metric(content["metrics"], "delta", 1.0)
+    assert _screen(EgressGuard(contract), Message(content, reply_to=_instruction())) == []
 
 
 def test_missing_records_and_metrics_are_rejected(task_identity, contract, weights) -> None:
