@@ -228,8 +228,12 @@ def measures(f: Facts, s: Section, checks: list[StoreCheck], risks: list[dict[st
         "retention": "Rolling cryptographic erase of day partitions and derived caches; signed, "
         "hash-chained purge log verified here.",
         "locations": "Location-free features; egress guard enforces the array/metric contract.",
-        "rng": "OS-seeded generator, seeds never leave the force; move to secure mode when "
-        "torchcsprng is available.",
+        "rng": "Noise seeded per round from the force's OS CSPRNG; a deployed force refuses a "
+        "server-chosen training seed (simulation only); move to secure mode when torchcsprng "
+        "is available.",
+        "server": "Each force's own privacy policy bounds every round (budget, fixed delta, "
+        "minimum noise, sample rate, evaluate cap, test fraction); returned scalars are "
+        "charged DP releases; keyed, anchored ledger; tests/adversarial.",
         "composition": "Budgets per force kept small; report the sum for vehicles seen by "
         "several forces.",
     }
@@ -241,6 +245,7 @@ def measures(f: Facts, s: Section, checks: list[StoreCheck], risks: list[dict[st
         "retention": "reduced",
         "locations": "eliminated by design",
         "rng": "accepted for research; reduced in deployment",
+        "server": "reduced (a deployed force's guarantee no longer depends on the run config)",
         "composition": "accepted",
     }
     s.add(
@@ -281,8 +286,16 @@ def residual_risks(f: Facts, found: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "risk": "Privacy ledger rollback",
-            "detail": "Someone with write access to a store could delete or restore its ledger "
-            "(R2); anchor ledger hashes outside the force.",
+            "detail": "The ledger is an HMAC chain covering its budget and delta, anchored "
+            "outside its file; restoring both the ledger and its anchor from one old backup "
+            "is not detected (R2); keep a copy of the anchor outside the force's store.",
+        },
+        {
+            "risk": "What the national server still controls",
+            "detail": "Within each force's policy the server chooses how the budget is spent "
+            "(rounds, window, batch size, up to the evaluate cap) and runs the app code on "
+            "every SuperNode; reported epsilon reveals a force's size to about one batch (R0, "
+            "R6). A simulation's forces allow simulation-only settings (seeds, ledger scopes).",
         },
         {
             "risk": "Audit is a lower bound",

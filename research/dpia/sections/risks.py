@@ -291,10 +291,24 @@ def risks(
         "rng",
         "DP guarantee weakened by a non-cryptographic random source",
         [
-            "Opacus secure mode is off (no torchcsprng wheel on this platform; "
-            "docs/residual-risks.md R1)"
+            "Opacus secure mode is off (no torchcsprng wheel on this platform); noise is "
+            "seeded from each force's OS CSPRNG, and a deployed force refuses a training seed "
+            "chosen by the server (docs/residual-risks.md R1)"
         ],
         "possible",
+        "significant",
+    )
+    risk(
+        "server",
+        "The national server probes a force (hostile run config, crafted model)",
+        [
+            "each force's own privacy policy fixes its budget, delta, minimum noise, sample "
+            "rate, evaluate cap and test-fraction range; every scalar a force returns is a DP "
+            "release charged to its ledger (docs/residual-risks.md R0; tests/adversarial)",
+            "this run is a simulation: its forces allowed simulation-only settings (separate "
+            "ledger scopes per sweep point), which a deployed force refuses",
+        ],
+        "remote",
         "significant",
     )
     risk(
