@@ -160,3 +160,8 @@ def test_a_planted_policy_is_refused(force: DeployedForce) -> None:
     assert reply.has_error()
     assert reply.error.reason == "store-unavailable"
     assert not default_ledger_path(force.store).exists()
+
+
+def test_a_non_private_round_is_refused_by_a_deployed_force(force: DeployedForce) -> None:
+    reply = ask(force.node_config, force.settings, {"dp-enabled": False}, "train")
+    _assert_refused(reply, force)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from flower_world import FlowerWorld
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 
 from client_force.client_app import make_client_app
 from client_force.flower_round import RoundRefusedError, contract_for, local_train, node_store
@@ -129,3 +129,15 @@ def test_client_app_replies_within_the_contract_or_with_a_code_only(
         CLIENT_ERROR_BY_NAME["store-unavailable"],
         "store-unavailable",
     )
+
+
+def test_a_simulated_non_private_reference_says_so_and_spends_nothing(world: FlowerWorld) -> None:
+    """Issue 12: local-only/federated without DP (epsilon = inf), simulation only."""
+    settings = world.settings(dp_enabled=False, training_seed=4)
+    node = node_store({"partition-id": 2}, settings)
+    outcome = local_train(node, settings, _global(settings), server_round=1, run_id="ref")
+    assert outcome.metrics["epsilon"] == float("inf") and outcome.metrics["delta"] == 1.0
+    record = contract_for(settings).to_array_record(outcome.arrays)
+    content = RecordDict({"arrays": record, "metrics": MetricRecord(outcome.metrics)})
+    assert contract_for(settings).check_train_reply(content) == []
+    assert not default_ledger_path(node.store).exists()  # no ledger spend
