@@ -486,7 +486,8 @@ class ForcePrivacyEngine:
             run_id=run_id,
             kind=kind,
         )
-        rng = np.random.default_rng(self.seed(settings, force, server_round, kind))
+        # the entry number is in the salt: a repeated query never reuses a release's noise
+        rng = np.random.default_rng(self.seed(settings, force, server_round, f"{kind}-{entry.seq}"))
         noisy = values + rng.normal(0.0, sigma * RELEASE_SENSITIVITY, size=values.shape)
         ledger.complete(entry.seq)
         return noisy
