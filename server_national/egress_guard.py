@@ -13,6 +13,13 @@ Every reply a round collects is screened before the strategy sees it:
 
 The guard is deliberately independent of how replies arrive (Message API strategies here;
 the SecAgg+ workflow uses :class:`SecAggReplyGuard` in ``secagg_guard``).
+
+What the guard admits is what a force may send (``federation.contract``): DP model updates and
+scalars that are themselves DP releases charged to the force's ledger, or the force's own
+(epsilon, delta); ``epsilon = inf`` only paired with ``delta = 1`` (a simulation's non-private
+reference, which a deployed force refuses). A force that refuses a round because the run
+config asks for more than its privacy policy allows answers with ``policy-refused`` (107),
+recorded here as a failure.
 """
 
 from __future__ import annotations
