@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEPLOYED_POLICY, DeployedForce
+from deployed_force import DEPLOYED_POLICY, DeployedForce
 from hostile import (
     ask,
     isolating_model,
@@ -144,6 +144,7 @@ def test_the_label_oracle_works_on_the_old_contract_and_fails_on_the_new(
             assert not reply.has_error()
             assert contract_for(settings).check_evaluate_reply(reply.content) == []
             correct += label_from_reply(dict(reply.content["metrics"])) == truth
+    print(f"label oracle on the new contract: right {correct} of {2 * trials} times")  # -s
     assert correct / (2 * trials) <= 0.8, f"attack right {correct} of {2 * trials} times"
     ledger = _ledger(force)
     assert ledger.count("evaluate") == DEPLOYED_POLICY.max_evaluate_rounds

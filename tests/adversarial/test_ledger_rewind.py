@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DeployedForce
+from deployed_force import DeployedForce
 from hostile import ask
 from typer.testing import CliRunner
 
