@@ -400,6 +400,41 @@ def status_cmd(
         raise typer.Exit(code=2)
 
 
+@app.command("privacy-policy")
+def privacy_policy_cmd(
+    store: Path = STORE_ARG,
+    key_file: Path | None = KEY_FILE_OPT,
+    install: Path | None = typer.Option(
+        None,
+        "--install",
+        help="A policy TOML file (kebab-case keys) to install as the store's authenticated "
+        "policy (STORE/privacy/policy.toml).",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show (or install) the force's privacy policy: what any run config may ask of it."""
+    from dataclasses import asdict
+
+    from client_force.privacy_policy import PolicyError, PrivacyPolicy, load_policy
+    from client_force.private_training import install_policy, ledger_key
+
+    def body() -> PrivacyPolicy:
+        opened = _open(store, key_file)
+        if install is not None:
+            install_policy(opened, PrivacyPolicy.read(install))
+        return load_policy(opened.root, None, ledger_key(opened.master))
+
+    try:
+        policy = _run(as_json, body)
+    except PolicyError as exc:
+        _fail(EXIT_INPUT, str(exc), as_json)
+    values = {k.replace("_", "-"): v for k, v in asdict(policy).items()}
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **values}))
+        return
+    _console.print(_table(f"privacy policy of {store}", list(values.items())))
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     store: Path = STORE_ARG,

@@ -60,3 +60,27 @@ def test_an_edited_budget_is_detected(force: DeployedForce) -> None:
     code, status = _status(force)
     assert code == 2 and "header authentication" in status["privacy_ledgers"][0]["detail"]
     assert ask(force.node_config, force.settings, {}, "train", 2).has_error()
+
+
+def test_the_operator_sets_the_policy_with_the_key(force: DeployedForce, tmp_path) -> None:
+    """``anprfed force privacy-policy --install`` writes an authenticated policy."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("epsilon-budget = 3.0\nmax-sample-rate = 0.5\n")
+    result = CliRunner().invoke(
+        force_cli,
+        [
+            "privacy-policy",
+            str(force.store),
+            "--key-file",
+            str(force.key_file),
+            "--install",
+            str(policy),
+            "--json",
+        ],
+    )
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.exit_code == 0 and shown["epsilon-budget"] == 3.0
+    assert shown["allow-simulation-settings"] is False
+    assert not ask(force.node_config, force.settings, {}, "train", 1).has_error()
+    code, status = _status(force)
+    assert code == 0 and status["privacy_ledgers"][0]["epsilon_budget"] == 3.0
