@@ -278,8 +278,10 @@ def local_train(
             raise RoundRefusedError("policy-refused", str(exc)) from None
         except PrivacyBudgetExceeded as exc:
             raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None
-        except (DPConfigError, LedgerError) as exc:
+        except DPConfigError as exc:
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
+        except LedgerError as exc:  # tampered, rolled back or deleted: nothing trains
+            raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None
         outcome = TrainOutcome(arrays=get_weights(model), metrics=metrics)
         if node_id is not None:
             record_participation(
@@ -320,5 +322,7 @@ def local_evaluate(
             raise RoundRefusedError("policy-refused", str(exc)) from None
         except PrivacyBudgetExceeded as exc:
             raise RoundRefusedError("privacy-budget-exhausted", str(exc)) from None
-        except (DPConfigError, LedgerError) as exc:
+        except DPConfigError as exc:
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
+        except LedgerError as exc:  # tampered, rolled back or deleted: nothing trains
+            raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None

@@ -196,28 +196,40 @@ class SimulatedForce:
         return np.asarray(scores, np.float64), np.asarray(truth, np.float64)
 
     def ledger_rows(self, settings: FlowerSettings) -> list[dict[str, Any]]:
-        """Epsilon and delta per round with the mechanism, for the results' privacy ledger."""
+        """One row per training round: its DP-SGD mechanism and the force's cumulative epsilon
+        after the round's releases (the release of its scalars, any evaluations), for the
+        results' privacy ledger."""
         ledger = ForcePrivacyEngine.for_store(self.store).open_existing(settings)
         if ledger is None:
             return []
-        return [
-            {
-                "force": self.name,
-                "round": e.round,
-                "kind": e.kind,
-                "epsilon": e.epsilon_after,
-                "delta": e.delta,
-                "noise_multiplier": e.noise_multiplier,
-                "sample_rate": e.sample_rate,
-                "steps": e.steps,
-                "max_grad_norm": e.max_grad_norm,
-                "examples": e.examples,
-                "epsilon_budget": ledger.epsilon_budget,
-                "accountant": "rdp",
-                "simulation_ledger": ledger.simulation,
-            }
-            for e in ledger.entries
-        ]
+        rows: list[dict[str, Any]] = []
+        for e in ledger.entries:
+            if e.kind == "train" or not rows:
+                rows.append(
+                    {
+                        "force": self.name,
+                        "round": e.round,
+                        "epsilon": e.epsilon_after,
+                        "delta": e.delta,
+                        "noise_multiplier": e.noise_multiplier if e.kind == "train" else None,
+                        "sample_rate": e.sample_rate if e.kind == "train" else None,
+                        "steps": e.steps if e.kind == "train" else 0,
+                        "max_grad_norm": e.max_grad_norm if e.kind == "train" else None,
+                        "examples": e.examples,
+                        "release_noise_multiplier": None,
+                        "evaluate_releases": 0,
+                        "epsilon_budget": ledger.epsilon_budget,
+                        "accountant": "rdp",
+                        "simulation_ledger": ledger.simulation,
+                    }
+                )
+            if e.kind != "train":
+                rows[-1]["epsilon"] = e.epsilon_after
+                if e.kind == "release":
+                    rows[-1]["release_noise_multiplier"] = e.noise_multiplier
+                else:
+                    rows[-1]["evaluate_releases"] += 1
+        return rows
 
     @staticmethod
     def train_pooled(nodes: list[SimulatedForce], settings: FlowerSettings) -> list[np.ndarray]:

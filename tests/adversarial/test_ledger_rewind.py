@@ -65,7 +65,7 @@ def test_an_edited_budget_is_detected(force: DeployedForce) -> None:
 def test_the_operator_sets_the_policy_with_the_key(force: DeployedForce, tmp_path) -> None:
     """``anprfed force privacy-policy --install`` writes an authenticated policy."""
     policy = tmp_path / "policy.toml"
-    policy.write_text("epsilon-budget = 3.0\nmax-sample-rate = 0.5\n")
+    policy.write_text("epsilon-budget = 5.0\nmax-sample-rate = 0.5\n")
     result = CliRunner().invoke(
         force_cli,
         [
@@ -79,8 +79,8 @@ def test_the_operator_sets_the_policy_with_the_key(force: DeployedForce, tmp_pat
         ],
     )
     shown = json.loads(result.stdout.strip().splitlines()[-1])
-    assert result.exit_code == 0 and shown["epsilon-budget"] == 3.0
+    assert result.exit_code == 0 and shown["epsilon-budget"] == 5.0
     assert shown["allow-simulation-settings"] is False
     assert not ask(force.node_config, force.settings, {}, "train", 1).has_error()
     code, status = _status(force)
-    assert code == 0 and status["privacy_ledgers"][0]["epsilon_budget"] == 3.0
+    assert code == 0 and status["privacy_ledgers"][0]["epsilon_budget"] == 5.0
