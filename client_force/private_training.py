@@ -486,8 +486,14 @@ class ForcePrivacyEngine:
             run_id=run_id,
             kind=kind,
         )
-        # the entry number is in the salt: a repeated query never reuses a release's noise
-        rng = np.random.default_rng(self.seed(settings, force, server_round, f"{kind}-{entry.seq}"))
+        # A repeated query in the same run and round draws fresh noise (a fixed simulation seed
+        # would otherwise repeat it); the same query in a rerun of the run reproduces it.
+        repeat = sum(
+            1
+            for e in ledger.entries[: entry.seq]
+            if (e.kind, e.run_id, e.round) == (kind, entry.run_id, entry.round)
+        )
+        rng = np.random.default_rng(self.seed(settings, force, server_round, f"{kind}-{repeat}"))
         noisy = values + rng.normal(0.0, sigma * RELEASE_SENSITIVITY, size=values.shape)
         ledger.complete(entry.seq)
         return noisy
