@@ -87,6 +87,7 @@ def _settings(world: FlowerWorld, results: Path, **changes: Any) -> FlowerSettin
         round_timeout=120.0,
         node_wait_timeout=60.0,
         dp_target_epsilon=50.0,  # budget for several runs on the same stores (sigma is fixed)
+        fraction_evaluate=1.0,  # federated evaluation is off by default (a charged DP release)
         results_dir=str(results),
     )
     return base.replace(**changes)
