@@ -108,7 +108,6 @@ def tensor_dataset(examples: ExampleSet, y: np.ndarray) -> TensorDataset:
     return TensorDataset(seqs, mask, summary, torch.from_numpy(y.astype(np.float32)))
 
 
-
 def train_round(
     model: nn.Module,
     examples: ExampleSet,
