@@ -22,6 +22,7 @@ import numpy as np
 from rich.progress import Progress
 
 from federation.flower_settings import FlowerSettings
+from research.study.interrupt import keep_handlers_through_ray
 from research.study.layout import CHECKPOINTS, FINAL_CHECKPOINT, STATUS
 from research.study.ray_cluster import SIMULATION_ENV
 
@@ -114,12 +115,13 @@ def run_federated(
         )
         watcher.start()
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(nodes),
-            backend_config=backend_config,
-        )
+        with keep_handlers_through_ray():
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(nodes),
+                backend_config=backend_config,
+            )
     finally:
         stop.set()
         if watcher is not None:
