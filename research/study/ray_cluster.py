@@ -200,6 +200,7 @@ class StudyRayCluster:
             "--num-gpus=0",
             "--include-dashboard=false",
             "--disable-usage-stats",
+            *_agent_ports(),
         ]
         if self.resources:
             args.append(f"--resources={json.dumps(self.resources)}")
@@ -234,6 +235,7 @@ class StudyRayCluster:
             f"--num-cpus={max(1, num_cpus)}",
             "--num-gpus=0",
             "--disable-usage-stats",
+            *_agent_ports(),
         ]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
@@ -260,3 +262,14 @@ class StudyRayCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents: Ray's defaults are fixed (52365, ...) and collide when
+    several nodes or studies run on one machine."""
+    return [
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]

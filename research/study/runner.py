@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from client_force import dp_recipe
 from client_force.simulated_force import SimulatedForce
@@ -38,9 +38,11 @@ from research.study import world as world_io
 from research.study.designs import DesignContext, get_design
 from research.study.designs.local_only import LocalWorkerError, LocalWorkers
 from research.study.evaluation import ForceScores, evaluate_design, pr_curve
+from research.study.federated import force_resource, place_forces
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from research.study.progress import study_progress
 from research.study.ray_cluster import StudyRayCluster
 from research.study.results import package_versions, write_json, write_table
 from research.study.retention_outcome import OffenderReads, retention_outcome
@@ -107,18 +109,6 @@ def study_settings(
         dp_recipe=t.recipe,
         model_hidden=t.model_hidden,
         model_conv_layers=t.model_conv_layers,
-    )
-
-
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-        disable=console is None,
     )
 
 
@@ -266,7 +256,7 @@ def run_study(
     ray_cluster = StudyRayCluster(os.cpu_count() or 1, layout.server_dir / "ray-head.log")
     with (
         stop_on_signals(),
-        _progress(console) as progress,
+        study_progress(console) as progress,
         LocalWorkers() as local_workers,
         ExitStack() as stack,
     ):
@@ -279,6 +269,8 @@ def run_study(
         forces = world_io.force_names(world_dir)
         if any(d.needs_ray for d in designs):
             # One Ray head node for every federated run; it boots while the forces ingest.
+            if place_forces():  # this one node holds every force's store
+                ray_cluster.resources = {force_resource(f): 1 for f in forces}
             stack.enter_context(ray_cluster)
         with _timed(timings, "ingest+purge"):
             stores = _prepare_forces(
