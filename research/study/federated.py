@@ -149,5 +149,5 @@ def _placement(nodes: list[Any], backend_config: dict[str, Any]) -> Any:
         return contextlib.nullcontext()
     from research.study.placement import PLACEMENT_KEY, placed_simulation
 
-    backend_config[PLACEMENT_KEY] = {i: force_resource(n.name) for i, n in enumerate(nodes)}
+    backend_config[PLACEMENT_KEY] = {str(i): force_resource(n.name) for i, n in enumerate(nodes)}
     return placed_simulation()

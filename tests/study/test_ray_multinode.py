@@ -32,7 +32,7 @@ from server_national.checkpoint import load_checkpoint
 from server_national.server_app import make_server_app
 
 
-def _simulate(world, placement: dict[int, str] | None) -> list[np.ndarray]:
+def _simulate(world, placement: dict[str, str] | None) -> list[np.ndarray]:
     settings = world.settings(num_server_rounds=2, training_seed=7)
     backend = {"client_resources": {"num_cpus": 1}, "init_args": {"log_to_driver": False}}
     if placement is None:
@@ -61,7 +61,7 @@ def test_forces_spread_over_two_nodes_match_a_single_node_run(
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     template = build_world(tmp_path / "template", n_forces=3, n_vehicles=120, seed=2)
     names = [f.name for f in template.forces]
-    placement = {i: force_resource(name) for i, name in enumerate(names)}
+    placement = {str(i): force_resource(name) for i, name in enumerate(names)}
 
     with StudyRayCluster(2, tmp_path / "single.log") as single:
         single.connect()
@@ -89,9 +89,9 @@ def test_forces_spread_over_two_nodes_match_a_single_node_run(
         placed = _simulate(copy_world(template, tmp_path / "placed"), placement)
         report = placement_report()
 
-    assert set(report) == set(placement)
+    assert {str(p) for p in report} == set(placement)
     for partition, node_id in report.items():
-        assert placement[partition] in nodes[node_id], "a force ran where its store is not"
+        assert placement[str(partition)] in nodes[node_id], "a force ran where its store is not"
     assert len(set(report.values())) == 2  # spread across both nodes
     assert len(placed) == len(baseline)
     for a, b in zip(placed, baseline, strict=True):
