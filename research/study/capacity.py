@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from federation.features.build import DEFAULT_CHUNK_READS
 from research.study.spec import StudySpec
 
 # Reads per vehicle per simulated day (docs/benchmarks/synth.md; a 40,000-vehicle, 60-day
@@ -100,8 +101,12 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
     example_bytes = spec.training.max_reads * (n_read_features * 4 + 1) + n_summary * 4 + 300
     # Largest force's examples (all its vehicles), built from all its reads in the window.
     largest_vehicles = spec.world.vehicles * share
-    build = largest_window_reads * (BUILD_BYTES_PER_READ + READS_HELD_BYTES_PER_READ)
-    build += largest_vehicles * example_bytes
+    # Building runs range by range (build_examples_chunked): its arrays exist for one range
+    # of DEFAULT_CHUNK_READS reads at a time; the decrypted reads and the examples (the ranges'
+    # parts and their concatenation: x2) are held whole.
+    working = min(largest_window_reads, DEFAULT_CHUNK_READS) * BUILD_BYTES_PER_READ
+    build = largest_window_reads * READS_HELD_BYTES_PER_READ + working
+    build += 2 * largest_vehicles * example_bytes
     # The pooled counterfactual holds every force's training examples, concatenated (x2).
     pooled = 2 * spec.world.vehicles * example_bytes if "pooled" in spec.designs else 0.0
     peak = BASE_PROCESS_BYTES + max(build, pooled)

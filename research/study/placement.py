@@ -38,7 +38,8 @@ from research.study.federated import force_resource
 __all__ = ["PLACEMENT_KEY", "PlacedRayBackend", "force_resource", "placed_simulation"]
 
 SUPPORTED_FLWR = "1.41.0"
-PLACEMENT_KEY = "force-placement"  # backend_config entry: {"<partition id>": Ray resource name}
+# backend_config entry {"<partition id>": Ray resource name}; no "-" (Flower turns it into "_")
+PLACEMENT_KEY = "force_placement"
 _LAST_PLACEMENT: dict[int, str] = {}
 _LOCK = threading.Lock()
 

@@ -57,11 +57,26 @@ class RayClusterError(RuntimeError):
     """The study's Ray node did not start; the message holds the end of its log."""
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports nothing listens on right now (loopback interface).
+
+    All are bound at once before any is released, so the kernel cannot hand out one twice.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (on the loopback interface)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -185,7 +200,7 @@ class StudyRayCluster:
             return self
         for name, value in SIMULATION_ENV.items():
             os.environ.setdefault(name, value)
-        port = free_port()
+        port, client_port = free_ports(2)
         self.address = f"127.0.0.1:{port}"
         # Short on purpose: Ray puts Unix sockets under it; their paths are limited to 107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="anprfed-ray-"))
@@ -193,7 +208,7 @@ class StudyRayCluster:
             "--head",
             "--block",
             f"--port={port}",
-            f"--ray-client-server-port={free_port()}",
+            f"--ray-client-server-port={client_port}",
             f"--temp-dir={self.temp_dir}",
             "--node-ip-address=127.0.0.1",
             f"--num-cpus={self.num_cpus}",
@@ -267,9 +282,10 @@ class StudyRayCluster:
 def _agent_ports() -> list[str]:
     """Free ports for a node's agents: Ray's defaults are fixed (52365, ...) and collide when
     several nodes or studies run on one machine."""
+    listen, grpc, runtime_env, metrics = free_ports(4)
     return [
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
+        f"--dashboard-agent-listen-port={listen}",
+        f"--dashboard-agent-grpc-port={grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
     ]
