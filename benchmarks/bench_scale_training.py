@@ -116,8 +116,9 @@ def main() -> None:
     dp_rate = args.batch / statistics.median(times["DP-SGD (Opacus hooks)"])
     lines += [
         "",
-        f"One DP epoch over the largest north-west-realistic force (~300,000 training "
-        f"vehicles) takes ~{300_000 / dp_rate / 60:.1f} min at this rate; the study's 3 rounds x "
+        "One DP epoch over the largest north-west-realistic force (~210,000 training "
+        "vehicles: 30 % of 1 M, 70 % on the training side) takes "
+        f"~{210_000 / dp_rate / 60:.1f} min at this rate; the study's 3 rounds x "
         "1 epoch x (3 epsilons + 1 extra window) x 2 private designs make that x24 per force, "
         "spread over the cores. The model is small (per-read convolutions), so the step is "
         "dominated by per-layer overheads rather than FLOPs: the gap to the limit is the room "
