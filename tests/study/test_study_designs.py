@@ -82,7 +82,9 @@ def test_sweep_tags_round_trip(tag: SweepTag, text: str) -> None:
     assert SweepTag.parse(text + "x") is None
 
 
-def test_a_registered_design_runs_through_a_tiny_study(toy_design: Design, tmp_path: Path) -> None:
+def test_a_registered_design_runs_through_a_tiny_study(
+    toy_design: Design, tmp_path: Path
+) -> None:
     spec = spec_from_dict(
         {
             "name": "toy",
