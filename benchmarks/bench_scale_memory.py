@@ -174,6 +174,11 @@ def main() -> None:
         "with vehicles is the input table of reads and the examples themselves (columns "
         "`input held` and `examples`). Memory flat in vehicles needs the reads streamed from the "
         "store range by range too: see docs/benchmarks/scale.md.",
+        "",
+        "`added by building` is the peak minus the high-water mark before building, which "
+        "includes the transient of making the input table; ranged building stays mostly under "
+        "that mark, so its `added` understates its working set (at most one range: ~335 bytes "
+        "per read of the range). Compare the `peak` column.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
