@@ -39,6 +39,8 @@ from pathlib import Path
 
 READY_LINE = "Ray runtime started"
 START_TIMEOUT_S = 120.0
+START_ATTEMPTS = 3
+OVERLOADED_START = "timed out during startup"
 # The supervisor gives `ray start` 20 s, then the rest 5 s after SIGTERM and 5 s after SIGKILL.
 STOP_TIMEOUT_S = 40.0
 SUPERVISOR = Path(__file__).with_name("ray_supervisor.py")
@@ -231,9 +233,21 @@ class StudyRayCluster:
         if self._head is None:
             self.start()
         assert self._head is not None and self.address is not None
-        if not self._ready:
-            self._head.wait_until_ready()
-            self._ready = True
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._ready:
+                break
+            try:
+                self._head.wait_until_ready()
+                self._ready = True
+            except RayClusterError as exc:
+                # Ray gives its raylet a fixed 30 s to register; a heavily loaded machine can
+                # miss it. Start afresh (new ports, new folder) rather than fail the study.
+                if attempt == START_ATTEMPTS or OVERLOADED_START not in str(exc):
+                    raise
+                self._head.stop()
+                self._head = None
+                self.start()
+                assert self._head is not None and self.address is not None
         os.environ["RAY_ADDRESS"] = self.address
         return self.address
 
