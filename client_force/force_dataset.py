@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from federation.features import READ_FEATURES, SUMMARY_FEATURES, ExampleSet, build_examples
+from federation.features import READ_FEATURES, SUMMARY_FEATURES, ExampleSet
+from federation.features.build import build_examples_chunked
 from federation.flower_settings import FlowerSettings
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ def load_examples(
             raise ForceDataError(
                 f"no retained reads between {start.isoformat()} and {end.isoformat()}"
             )
-        examples = build_examples(
+        # Range by range of pseudonyms: the same examples, bounded working memory.
+        examples = build_examples_chunked(
             reads,
             cameras,
             pd.Timestamp(start, tz="UTC"),

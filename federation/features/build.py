@@ -13,13 +13,20 @@ every feature unchanged up to floating-point rounding. The tests check both.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from federation.features.inputs import ReadArrays, Register, load_reads, load_register
-from federation.features.schema import READ_FEATURES, ROAD_CLASSES, SUMMARY_FEATURES, ExampleSet
+from federation.features.schema import (
+    READ_FEATURES,
+    ROAD_CLASSES,
+    SUMMARY_FEATURES,
+    ExampleSet,
+    concat_examples,
+)
 
 EARTH_RADIUS_KM = 6371.0088
 NS_PER_HOUR = 3_600_000_000_000
@@ -325,3 +332,72 @@ def _pack_sequences(
     mask = np.zeros((s.n_vehicles, max_reads), dtype=bool)
     mask[rows, pos] = True
     return sequences, mask
+
+
+DEFAULT_CHUNK_READS = 1_000_000
+
+
+def build_examples_chunked(
+    reads: Any,
+    cameras: Any,
+    window_start: Any,
+    window_end: Any,
+    *,
+    max_reads: int = DEFAULT_MAX_READS,
+    timezone: str = DEFAULT_TIMEZONE,
+    chunk_reads: int = DEFAULT_CHUNK_READS,
+) -> ExampleSet:
+    """:func:`build_examples` over ranges of vehicles, so its working memory stays bounded.
+
+    Every feature of a vehicle depends only on that vehicle's own reads (and the window), so
+    building the examples of disjoint, ascending ranges of pseudonyms and stacking them gives
+    exactly the examples of the whole table, in the same order. Each range holds about
+    ``chunk_reads`` reads: the arrays of building (~335 bytes per read, see
+    ``docs/benchmarks/scale-memory.md``) exist for one range at a time; the input table and
+    the examples themselves are still held whole. ``reads`` must be a pyarrow Table (as the
+    store returns it); a row number in an input error counts within the range.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(reads, pa.Table) or reads.num_rows <= chunk_reads:
+        return build_examples(
+            reads, cameras, window_start, window_end, max_reads=max_reads, timezone=timezone
+        )
+    vehicle = reads.column("vehicle")
+    counts = pc.value_counts(vehicle).flatten()
+    values = counts[0].to_numpy(zero_copy_only=False).astype(str)
+    order = np.argsort(values, kind="stable")
+    values = values[order]
+    per_vehicle = counts[1].to_numpy()[order]
+    cumulative = np.cumsum(per_vehicle)
+    n_chunks = int(np.ceil(reads.num_rows / chunk_reads))
+    cuts = np.searchsorted(cumulative, np.arange(1, n_chunks) * chunk_reads)
+    bounds = [None, *sorted(set(values[np.minimum(cuts, len(values) - 1)].tolist())), None]
+    parts = []
+    for lo, hi in itertools.pairwise(bounds):
+        mask = None
+        if lo is not None:
+            mask = pc.greater_equal(vehicle, pa.scalar(lo))
+        if hi is not None:
+            below = pc.less(vehicle, pa.scalar(hi))
+            mask = below if mask is None else pc.and_(mask, below)
+        part = reads if mask is None else reads.filter(mask)
+        if part.num_rows == 0:
+            continue
+        built = build_examples(
+            part, cameras, window_start, window_end, max_reads=max_reads, timezone=timezone
+        )
+        if len(built):
+            parts.append(built)
+        del part
+    if not parts:
+        return build_examples(
+            reads.slice(0, 0),
+            cameras,
+            window_start,
+            window_end,
+            max_reads=max_reads,
+            timezone=timezone,
+        )
+    return parts[0] if len(parts) == 1 else concat_examples(parts)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from research.study.spec import SpecError, default_spec, default_spec_text, load_spec
+from research.study.spec import SpecError, default_spec, load_spec
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,31 +25,86 @@ def run(
         None, help="Study spec (TOML). Omit to run the built-in default scenario."
     ),
     out: Path = typer.Option(Path("runs/default"), "--out", "-o", help="Results folder."),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help="Run a built-in scenario instead of a spec file: default, north-west-realistic, "
+        "england-wales (`anprfed study example --scenario NAME` prints it).",
+    ),
+    skip_capacity_check: bool = typer.Option(
+        False,
+        "--skip-capacity-check",
+        help="Start even if the estimated peak memory or disk exceeds what this machine has.",
+    ),
     reuse_world: bool = typer.Option(
         True, help="Reuse a synthetic world already generated with the same settings in OUT."
+    ),
+    force_rerun: bool = typer.Option(
+        False,
+        "--force-rerun",
+        help="Ingest every force and train every design again, even those an earlier run in "
+        "OUT finished (by default they are reused).",
     ),
 ) -> None:
     """Run a study end to end: synthesise, ingest, purge, train every design, write results.
 
-    Exit codes: 0 = done; 2 = bad spec or input; 1 = the study failed.
+    Exit codes: 0 = done; 2 = bad spec or input; 1 = the study failed; 128 + N = stopped
+    by signal N (130 Ctrl-C, 143 SIGTERM), with its Ray nodes and workers stopped.
     """
+    from research.study.capacity import estimate
+    from research.study.interrupt import StudyInterrupted
     from research.study.runner import StudyError, run_study
+    from research.study.scenarios import load_scenario
     from research.study.summary import print_summary
 
+    if spec_path and scenario:
+        console.print("[red]error:[/red] give a spec file or --scenario, not both")
+        raise typer.Exit(2)
     try:
-        spec = load_spec(spec_path) if spec_path else default_spec()
+        if scenario:
+            spec = load_scenario(scenario)
+        else:
+            spec = load_spec(spec_path) if spec_path else default_spec()
     except SpecError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    fit = estimate(spec, out)
+    if fit.problems() and not skip_capacity_check:
+        console.print(
+            f"[red]refused:[/red] study {spec.name!r} will not fit this machine: "
+            + "; ".join(fit.problems())
+            + f".\n{fit.summary()}.\nRun it on a Ray cluster (docs/cluster.md), make it "
+            "smaller, or pass --skip-capacity-check."
+        )
+        raise typer.Exit(2)
     try:
-        result = run_study(spec, out, console=console, reuse_world=reuse_world)
+        result = run_study(spec, out, console=console, reuse_world=reuse_world, rerun=force_rerun)
     except StudyError as exc:
         console.print(f"[red]study failed:[/red] {exc}")
         raise typer.Exit(1) from None
+    except StudyInterrupted as exc:
+        console.print(f"[yellow]study {exc}[/yellow]; its Ray nodes and workers are stopped")
+        # Every clean-up has run. Flower's ServerApp thread may still wait for replies that
+        # will never come (up to the round timeout) and would hold the interpreter open.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.exit_code)
     print_summary(result, console)
 
 
 @app.command("example")
-def example() -> None:
-    """Print the built-in default study spec (a documented TOML example to copy and edit)."""
-    typer.echo(default_spec_text(), nl=False)
+def example(
+    scenario: str = typer.Option(
+        "default",
+        "--scenario",
+        help="Which built-in scenario: default, north-west-realistic, england-wales.",
+    ),
+) -> None:
+    """Print a built-in study spec (a documented TOML example to copy and edit)."""
+    from research.study.scenarios import scenario_text
+
+    try:
+        typer.echo(scenario_text(scenario), nl=False)
+    except SpecError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None

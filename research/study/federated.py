@@ -11,6 +11,7 @@ from which the final global weights are read back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import numpy as np
 from rich.progress import Progress
 
 from federation.flower_settings import FlowerSettings
+from research.study.interrupt import keep_handlers_through_ray
 from research.study.layout import CHECKPOINTS, FINAL_CHECKPOINT, STATUS
 from research.study.ray_cluster import SIMULATION_ENV
 
@@ -114,14 +116,38 @@ def run_federated(
         )
         watcher.start()
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(nodes),
-            backend_config=backend_config,
-        )
+        with keep_handlers_through_ray(), _placement(nodes, backend_config):
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(nodes),
+                backend_config=backend_config,
+            )
     finally:
         stop.set()
         if watcher is not None:
             watcher.join(timeout=5)
     return _final_weights(results_dir)
+
+
+PLACE_FORCES_ENV = "ANPRFED_PLACE_FORCES"
+
+
+def force_resource(force: str) -> str:
+    """The Ray custom resource a node offers when it holds ``force``'s store."""
+    return f"force-{force}"
+
+
+def place_forces() -> bool:
+    """Whether each force's ClientApp must run on the Ray node offering ``force-<name>``."""
+    return os.environ.get(PLACE_FORCES_ENV, "") == "1"
+
+
+def _placement(nodes: list[Any], backend_config: dict[str, Any]) -> Any:
+    """With ``ANPRFED_PLACE_FORCES=1``: pin each force's ClientApp by its Ray resource."""
+    if not place_forces():
+        return contextlib.nullcontext()
+    from research.study.placement import PLACEMENT_KEY, placed_simulation
+
+    backend_config[PLACEMENT_KEY] = {str(i): force_resource(n.name) for i, n in enumerate(nodes)}
+    return placed_simulation()

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from safefiles import atomic_write_text
+
 TRACKED_PACKAGES = ("anprfed", "flwr", "torch", "opacus", "dp-accounting", "cryptography", "pandas")
 
 
@@ -30,17 +32,17 @@ def _clean(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON (non-finite numbers as strings)."""
+    """Write ``data`` as indented JSON (non-finite numbers as strings), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(path, json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
 
 
 def write_table(rows: Sequence[dict[str, Any]], stem: Path) -> tuple[Path, Path]:
-    """Write the same rows as ``<stem>.csv`` and ``<stem>.json``."""
+    """Write the same rows as ``<stem>.csv`` and ``<stem>.json`` (each atomically)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path = stem.with_suffix(".csv")
-    pd.DataFrame(list(rows)).to_csv(csv_path, index=False)
+    csv_path = atomic_write_text(
+        stem.with_suffix(".csv"), pd.DataFrame(list(rows)).to_csv(index=False)
+    )
     json_path = write_json(stem.with_suffix(".json"), list(rows))
     return csv_path, json_path
 

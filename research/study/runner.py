@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,21 +28,26 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from client_force import dp_recipe
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
+from research.study import resume, store_reuse
 from research.study import world as world_io
 from research.study.designs import DesignContext, get_design
 from research.study.designs.local_only import LocalWorkerError, LocalWorkers
 from research.study.evaluation import ForceScores, evaluate_design, pr_curve
+from research.study.federated import force_resource, place_forces
+from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from research.study.progress import study_progress
 from research.study.ray_cluster import StudyRayCluster
 from research.study.results import package_versions, write_json, write_table
 from research.study.retention_outcome import OffenderReads, retention_outcome
 from research.study.spec import StudySpec
+from safefiles import remove_file
 
 
 class StudyError(RuntimeError):
@@ -106,18 +112,6 @@ def study_settings(
     )
 
 
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-        disable=console is None,
-    )
-
-
 def _prepare_forces(
     spec: StudySpec,
     world_dir: Path,
@@ -126,19 +120,20 @@ def _prepare_forces(
     truth: Any,
     result: StudyResult,
     progress: Progress,
+    rerun: bool = False,
 ) -> dict[int, list[Any]]:
-    """One store per force and retention window: ingest, label, purge.
+    """One store per force and retention window: ingest, label, purge (or reuse a finished one).
 
     Every window starts from the same history (the whole export, ingested as of the study
     date), so each force's export is ingested and its conviction log loaded once, into the
     first window's store; the other windows get copies of that store. Each copy then gets its
-    window's evaluation truth and is purged to its own window.
+    window's evaluation truth and is purged to its own window. A store finished by an earlier
+    run with the same world, study date and window is reused as it is
+    (``research.study.store_reuse``) unless ``rerun``.
     """
     as_of = datetime.combine(spec.as_of, datetime.min.time(), tzinfo=UTC)
-    # A store accumulated under the longest window (or the whole world), then purged to each.
-    ingest_max_age = max(spec.world.days + 1, *windows)
     nodes: dict[int, list[Any]] = {w: [] for w in windows}
-
+    keys = {w: store_reuse.store_key(spec, w) for w in windows}
     layout = RunLayout(out)
 
     def place(window: int, force: str) -> tuple[Path, Path]:
@@ -147,31 +142,63 @@ def _prepare_forces(
     forces = world_io.force_names(world_dir)
     task = progress.add_task("ingest + purge (forces)", total=len(forces))
     for force in forces:
-        export = world_io.reads_file(world_dir, force)
-        first = SimulatedForce(force, *place(windows[0], force))
-        report = first.setup(export, as_of, ingest_max_age)
-        seen = first.seen_vrms(export, truth["vrm"])
-        labels = first.load_convictions(world_io.convictions_for(truth, seen, spec.as_of))
-        copies = {windows[0]: first}
-        copies.update({w: first.copy_to(*place(w, force)) for w in windows[1:]})
-        for window, node in copies.items():
-            start, end = world_io.window_for(spec.as_of, window)
-            positives = world_io.offending_in_window(truth, start, end)
-            node.load_truth(positives[positives.isin(seen)])
-            purge = node.purge(as_of, window)
-            result.ingest.append(
-                {
-                    "retention_days": window,
-                    "force": force,
-                    **report,
-                    "convictions_loaded": labels,
-                    **purge,
-                }
-            )
-            nodes[window].append(node)
+        rows: dict[int, dict[str, Any]] = {}
+        for window in windows:
+            row = None if rerun else store_reuse.ready_store(*place(window, force), keys[window])
+            if row is not None:
+                rows[window] = row
+        missing = [w for w in windows if w not in rows]
+        progress.update(
+            task,
+            description=f"ingest + purge {force}" if missing else f"reuse stores {force}",
+        )
+        if missing:
+            rows.update(_build_stores(spec, world_dir, force, missing, place, keys, truth, as_of))
+        for window in windows:
+            result.ingest.append(rows[window])
+            nodes[window].append(SimulatedForce(force, *place(window, force)))
         progress.advance(task)
+    progress.update(task, description="ingest + purge (forces)")
     result.ingest.sort(key=lambda row: (windows.index(row["retention_days"]), row["force"]))
     return nodes
+
+
+def _build_stores(
+    spec: StudySpec,
+    world_dir: Path,
+    force: str,
+    windows: list[int],
+    place: Any,
+    keys: dict[int, str],
+    truth: Any,
+    as_of: datetime,
+) -> dict[int, dict[str, Any]]:
+    """Ingest one force's export once and derive its store for each of ``windows``."""
+    for window in windows:
+        store_reuse.forget_store(place(window, force)[0])
+    export = world_io.reads_file(world_dir, force)
+    first = SimulatedForce(force, *place(windows[0], force))
+    ingest_max_age = max(store_reuse.ingest_max_age_days(spec, w) for w in windows)
+    report = first.setup(export, as_of, ingest_max_age)
+    seen = first.seen_vrms(export, truth["vrm"])
+    labels = first.load_convictions(world_io.convictions_for(truth, seen, spec.as_of))
+    copies = {windows[0]: first}
+    copies.update({w: first.copy_to(*place(w, force)) for w in windows[1:]})
+    rows = {}
+    for window, node in copies.items():
+        start, end = world_io.window_for(spec.as_of, window)
+        positives = world_io.offending_in_window(truth, start, end)
+        node.load_truth(positives[positives.isin(seen)])
+        purge = node.purge(as_of, window)
+        rows[window] = {
+            "retention_days": window,
+            "force": force,
+            **report,
+            "convictions_loaded": labels,
+            **purge,
+        }
+        store_reuse.mark_store_ready(node.store_dir, keys[window], rows[window])
+    return rows
 
 
 def _retention_rows(
@@ -196,11 +223,25 @@ def _evaluate(
 
 
 def run_study(
-    spec: StudySpec, out: Path, console: Console | None = None, reuse_world: bool = True
+    spec: StudySpec,
+    out: Path,
+    console: Console | None = None,
+    reuse_world: bool = True,
+    rerun: bool = False,
 ) -> StudyResult:
-    """Run every step of the study and write the results folder ``out``."""
+    """Run every step of the study and write the results folder ``out``.
+
+    Finished work in ``out`` is reused: the world (same settings), the force stores (same
+    world, study date and window) and every design run with the same settings. ``rerun``
+    ingests and trains everything again. The folder is complete once ``manifest.json`` is
+    written (last, with ``"complete": true``); an earlier manifest is removed first.
+    SIGINT, SIGTERM and SIGHUP stop the study (``StudyInterrupted``) after its Ray nodes and
+    workers are stopped.
+    """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    remove_file(RunLayout(out).manifest)
+    rerun = rerun or not reuse_world
     result = StudyResult(spec=spec, out=out)
     timings = result.timings
     started = datetime.now(UTC)
@@ -213,7 +254,12 @@ def run_study(
     n_design_runs = sum(len(points) if d.private else len(windows) for d in designs)
     layout = RunLayout(out)
     ray_cluster = StudyRayCluster(os.cpu_count() or 1, layout.server_dir / "ray-head.log")
-    with _progress(console) as progress, LocalWorkers() as local_workers, ExitStack() as stack:
+    with (
+        stop_on_signals(),
+        study_progress(console) as progress,
+        LocalWorkers() as local_workers,
+        ExitStack() as stack,
+    ):
         world_dir = layout.world_dir
         with _timed(timings, "synthesise"):
             if not reuse_world and (world_dir / world_io.WORLD_SETTINGS_FILE).exists():
@@ -223,9 +269,13 @@ def run_study(
         forces = world_io.force_names(world_dir)
         if any(d.needs_ray for d in designs):
             # One Ray head node for every federated run; it boots while the forces ingest.
+            if place_forces():  # this one node holds every force's store
+                ray_cluster.resources = {force_resource(f): 1 for f in forces}
             stack.enter_context(ray_cluster)
         with _timed(timings, "ingest+purge"):
-            stores = _prepare_forces(spec, world_dir, out, windows, truth, result, progress)
+            stores = _prepare_forces(
+                spec, world_dir, out, windows, truth, result, progress, rerun=rerun
+            )
         public_settings: dict[str, Any] = {}
         if spec.training.public_pretraining != "none":
             with _timed(timings, "public pre-training"):
@@ -263,12 +313,10 @@ def run_study(
                         ray_cluster=ray_cluster,
                     )
                     with _timed(timings, design.name):
-                        try:
-                            weights = design.train(context)
-                        except LocalWorkerError as exc:
-                            raise StudyError(str(exc)) from None
-                        per_force = _evaluate(nodes, weights, settings)
-                    if not design.keeps_own_checkpoint:
+                        per_force, ledger_rows, weights = _resumable_design_run(
+                            design, context, layout, [store_reuse.store_key(spec, window)], rerun
+                        )
+                    if weights is not None and not design.keeps_own_checkpoint:
                         _save_models(weights, settings, layout, tag)
                     for row in evaluate_design(
                         per_force, spec.evaluation.recall, spec.evaluation.realistic_prevalence
@@ -287,17 +335,15 @@ def run_study(
                         curves[f"{design.name} (eps={eps_label(epsilon)})"] = pr_curve(
                             scores, truth_all
                         )
-                    if design.private:
-                        for node in nodes:
-                            result.ledger.extend(
-                                {
-                                    "retention_days": window,
-                                    "design": design.name,
-                                    "target_epsilon": epsilon,
-                                    **r,
-                                }
-                                for r in node.ledger_rows(settings)
-                            )
+                    result.ledger.extend(
+                        {
+                            "retention_days": window,
+                            "design": design.name,
+                            "target_epsilon": epsilon,
+                            **r,
+                        }
+                        for r in ledger_rows
+                    )
                     progress.advance(designs_task)
     timings["total"] = round((datetime.now(UTC) - started).total_seconds(), 3)
     if ray_cluster.temp_dir is not None:
@@ -321,6 +367,37 @@ def _public_init(spec: StudySpec, world_dir: Path, out: Path, progress: Progress
         seed=spec.seed,
         progress=progress,
     )
+
+
+def _resumable_design_run(
+    design: Any, context: DesignContext, layout: RunLayout, store_keys: list[str], rerun: bool
+) -> tuple[list[ForceScores], list[dict[str, Any]], Any]:
+    """One design at one sweep point: (per-force scores, ledger rows, weights or None).
+
+    A run finished by an earlier invocation with the same key is loaded from its record
+    (weights ``None``: its models are already saved) unless ``rerun``; otherwise its sweep
+    folder, record and scoped ledgers are cleared, it trains and evaluates, and its record is
+    written last (``research.study.resume``).
+    """
+    nodes, settings = context.nodes, context.settings
+    name = _slug(context.study_id)
+    key = resume.run_key(design.name, settings, store_keys)
+    if not rerun and (done := resume.load_record(layout.root, name, key)) is not None:
+        return done[0], done[1], None
+    resume.forget_record(layout.root, name)
+    if Path(settings.results_dir).is_dir():
+        shutil.rmtree(settings.results_dir)
+    if design.private:
+        for node in nodes:
+            store_reuse.reset_scoped_ledger(node.ledger_path(settings))
+    try:
+        weights = design.train(context)
+    except LocalWorkerError as exc:
+        raise StudyError(str(exc)) from None
+    per_force = _evaluate(nodes, weights, settings)
+    ledger = [r for n in nodes for r in n.ledger_rows(settings)] if design.private else []
+    resume.save_record(layout.root, name, key, per_force, ledger)
+    return per_force, ledger, weights
 
 
 def _save_models(
@@ -385,6 +462,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "timings_s": result.timings,
         "simulation_dirs": [str(p) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "complete": True,
         "files": sorted(layout.rel(p) for p in files),
         "notes": [
             "pooled is a non-private counterfactual (a national database); it is not deployable",

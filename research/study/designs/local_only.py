@@ -12,6 +12,7 @@ import numpy as np
 
 from federation.flower_settings import FlowerSettings
 from research.study.designs.registry import Design, DesignContext, register_design
+from research.study.interrupt import worker_dies_with_parent
 
 
 class LocalWorkerError(RuntimeError):
@@ -41,10 +42,24 @@ class LocalWorkers:
     def __enter__(self) -> LocalWorkers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if exc_type is None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        # Failed or interrupted: stop the workers now rather than wait for their training.
+        # (ProcessPoolExecutor has no public terminate before Python 3.14.)
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
 
     def train_all(
         self, nodes: list[Any], settings: FlowerSettings, study_id: str
@@ -53,7 +68,12 @@ class LocalWorkers:
         if self._pool is None:
             workers = max(1, min(len(nodes), os.cpu_count() or 1))
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=worker_dies_with_parent,
+                initargs=(os.getpid(),),
+            )
         futures = {
             node.name: self._pool.submit(_train_local, node.detached(), settings, study_id)
             for node in nodes
