@@ -5,6 +5,8 @@ Pure numpy/scipy on arrays and callables: the force-side glue that loads a run's
 force's data is ``research.audit.membership``.
 """
 
+# The built-in membership attacks register themselves (research.audit.registry).
+from research.audit import builtin_attacks as _builtin_attacks  # noqa: F401
 from research.audit.attacks import (
     lira_scores,
     logit_confidence,

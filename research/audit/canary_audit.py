@@ -22,14 +22,11 @@ the CLI; variants that lie to the ledger exist only in tests and benchmarks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
@@ -42,7 +39,11 @@ from research.audit.canary_run import (
     scratch_force,
     train,
 )
-from research.audit.canary_scores import black_box_scores, white_box_scores
+from research.audit.canary_scores import (
+    black_box_scores,
+    standardise_by_label,
+    white_box_scores,
+)
 from research.audit.one_run import OneRunBound, one_run_audit
 
 REFERENCE_NOISE = 1e-3
@@ -100,15 +101,19 @@ class VariantResult:
                     "eps_lower_bound": b.epsilon_lower,
                     "eps_max_testable": b.max_possible,
                     "confidence": b.confidence,
-                    "flagged": bool(b.epsilon_lower > claimed_epsilon),
+                    # above this run's own ledger claim: the run breaks its promise
+                    "flagged": bool(b.epsilon_lower > self.run.ledger_epsilon),
+                    # above the audited run's claim: the audit could catch a failure there
+                    "exceeds_audited_claim": bool(b.epsilon_lower > claimed_epsilon),
                     "train_seconds": round(self.run.seconds, 1),
                 }
             )
         return out
 
 
-def judge(run: TrainedRun, canaries: CanarySet, settings: FlowerSettings, confidence: float,
-          delta: float) -> dict[str, OneRunBound]:
+def judge(
+    run: TrainedRun, canaries: CanarySet, settings: FlowerSettings, confidence: float, delta: float
+) -> dict[str, OneRunBound]:
     """White-box and black-box one-run bounds of one training run."""
 
     def make_model() -> TrajectoryModel:
@@ -118,14 +123,16 @@ def judge(run: TrainedRun, canaries: CanarySet, settings: FlowerSettings, confid
         "white-box": white_box_scores(make_model, run.rounds, canaries),
         "black-box": black_box_scores(make_model, run.rounds[0], run.rounds[-1], canaries),
     }
+    scores = {view: standardise_by_label(s, canaries.labels) for view, s in scores.items()}
     return {
         view: one_run_audit(s, canaries.included, delta=delta, confidence=confidence)
         for view, s in scores.items()
     }
 
 
-def power_sentence(claimed: float, reference: dict[str, OneRunBound],
-                   claimed_bounds: dict[str, OneRunBound]) -> str:
+def power_sentence(
+    claimed: float, reference: dict[str, OneRunBound], claimed_bounds: dict[str, OneRunBound]
+) -> str:
     """The verdict in plain words, for the report and the DPIA pack."""
     best_ref = max(reference.values(), key=lambda b: b.epsilon_lower)
     best_claim = max(claimed_bounds.values(), key=lambda b: b.epsilon_lower)
@@ -169,6 +176,7 @@ class CanaryAuditResult:
     verdict: str = ""
     tested_with_power: bool = False
     flagged: bool = False
+    other_flags: dict[str, bool] = field(default_factory=dict)  # test/benchmark variants
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -254,22 +262,19 @@ def run_canary_audit(
         bounds = judge(run, canaries, settings, config.confidence, claimed.delta)
         result.variants.append(VariantResult(name, run, bounds))
     by_name = {v.variant: v.bounds for v in result.variants}
-    result.verdict = power_sentence(claimed.ledger_epsilon, by_name["reference"], by_name["claimed"])
+    result.verdict = power_sentence(
+        claimed.ledger_epsilon, by_name["reference"], by_name["claimed"]
+    )
     result.tested_with_power = any(
         b.epsilon_lower > claimed.ledger_epsilon for b in by_name["reference"].values()
     )
     result.flagged = any(
         b.epsilon_lower > claimed.ledger_epsilon for b in by_name["claimed"].values()
     )
+    result.other_flags = {
+        v.variant: any(b.epsilon_lower > v.run.ledger_epsilon for b in v.bounds.values())
+        for v in result.variants
+        if v.variant not in ("claimed", "reference")
+    }
     result.seconds = time.perf_counter() - started
     return result
-
-
-def finite(value: float) -> float | str:
-    """JSON-safe number."""
-    return value if math.isfinite(value) else "inf"
-
-
-def as_array(values: list[float]) -> np.ndarray:
-    """Helper for callers collecting bounds."""
-    return np.asarray(values, np.float64)

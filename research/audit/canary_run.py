@@ -99,7 +99,10 @@ def _training_side(settings: FlowerSettings) -> Callable[[np.ndarray], np.ndarra
 def draw_canaries(m: int, settings: FlowerSettings, seed: int, **kwargs: Any) -> CanarySet:
     """``m`` canaries for this sweep point, all on the training side of the force's split."""
     return make_canaries(
-        m, max_reads=settings.max_reads, seed=seed, on_training_side=_training_side(settings),
+        m,
+        max_reads=settings.max_reads,
+        seed=seed,
+        on_training_side=_training_side(settings),
         **kwargs,
     )
 
@@ -116,7 +119,9 @@ def plant(store: ForceStore, settings: FlowerSettings, canaries: CanarySet) -> i
     before = load_force_dataset(store, settings, use_store_cache=True)
     caches = [a for a in store.derived_artifacts() if a.name.startswith(CACHE_PREFIX)]
     if len(caches) != 1:
-        raise CanaryRunError(f"expected one feature cache in the scratch store, found {len(caches)}")
+        raise CanaryRunError(
+            f"expected one feature cache in the scratch store, found {len(caches)}"
+        )
     cache = caches[0]
     examples = examples_from_table(store.read_derived(cache.name))
     if np.isin(canaries.examples.vehicles, examples.vehicles).any():
@@ -182,8 +187,11 @@ def train_flower(force: SimulatedForce, settings: FlowerSettings, run_id: str) -
     if results.exists():
         shutil.rmtree(results)
     run_federated([force], settings.replace(min_available_nodes=1, min_replies=1), run_id)
-    rounds = [initial_weights(settings)]
-    for server_round in range(1, settings.num_server_rounds + 1):
+    rounds: list[list[np.ndarray]] = []
+    for server_round in range(0, settings.num_server_rounds + 1):
+        if server_round == 0 and not (results / CHECKPOINTS / "round-0000.npz").is_file():
+            rounds.append(initial_weights(settings))  # a server that keeps no round 0
+            continue
         path = results / CHECKPOINTS / f"round-{server_round:04d}.npz"
         if not path.is_file():
             raise CanaryRunError(f"{path}: the server wrote no checkpoint for round {server_round}")

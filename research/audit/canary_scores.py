@@ -20,6 +20,7 @@ with it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -82,22 +83,56 @@ def canary_gradients(
     return torch.cat(flat, dim=1).double().numpy()
 
 
+def standardise_by_label(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Scores centred (median) and scaled (standard deviation) within each label.
+
+    A canary's label moves its score whatever its inclusion (training pushes every label-1
+    canary's confidence the same way); labels are independent of the inclusion coins, so
+    comparing canaries within their label removes that shift without using the coins.
+    """
+    out = np.asarray(scores, np.float64).copy()
+    for value in np.unique(labels):
+        group = labels == value
+        centred = out[group] - np.median(out[group])
+        out[group] = centred / max(float(np.std(centred)), 1e-12)
+    return out
+
+
 def white_box_scores(
-    make_model: ModelFactory, rounds: Sequence[Sequence[np.ndarray]], canaries: CanarySet
+    make_model: ModelFactory,
+    rounds: Sequence[Sequence[np.ndarray]],
+    canaries: CanarySet,
+    *,
+    shared_directions: int = 50,
 ) -> np.ndarray:
     """Sum over rounds of the round's step projected on each canary's gradient direction.
 
     ``rounds`` are the global arrays the server held: the initial model, then after each round.
+    Canary gradients share a few directions (the output bias, say) along which every round
+    moves whatever the canaries; the ``shared_directions`` leading singular directions of the
+    canaries' gradient matrix are projected out of the gradients and the step first (they are
+    computed from all canaries, without their coins). Each round's projections are scaled to
+    unit spread before they are added, so no round dominates by its step size.
     """
     if len(rounds) < 2:
         raise ValueError("need the initial model and at least one round")
     total = np.zeros(len(canaries), np.float64)
-    for before, after in zip(rounds[:-1], rounds[1:], strict=True):
+    for before, after in itertools.pairwise(rounds):
         g = canary_gradients(make_model, before, canaries)
         g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         step = np.concatenate(
-            [(np.asarray(b, np.float64) - np.asarray(a, np.float64)).ravel()
-             for b, a in zip(before, after, strict=True)]
+            [
+                (np.asarray(b, np.float64) - np.asarray(a, np.float64)).ravel()
+                for b, a in zip(before, after, strict=True)
+            ]
         )
-        total += g @ step
+        k = min(shared_directions, len(canaries) // 4)
+        if k > 0:
+            _, _, vt = np.linalg.svd(g, full_matrices=False)
+            shared = vt[:k]
+            g = g - (g @ shared.T) @ shared
+            step = step - shared.T @ (shared @ step)
+            g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+        projection = g @ step
+        total += projection / max(float(np.std(projection)), 1e-12)
     return total

@@ -176,7 +176,7 @@ def one_run_audit(
     sign = np.where(truth, 1, -1)
     best: OneRunBound | None = None
     for fraction in fractions:
-        r = max(2, int(round(fraction * m)))
+        r = max(2, round(fraction * m))
         k_plus, k_minus = r - r // 2, r // 2
         g = guesses(s, k_plus, k_minus)
         v = int(np.sum(g * sign == 1))
