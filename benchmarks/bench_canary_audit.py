@@ -18,8 +18,8 @@ model) with the one-run bound (``research.audit.one_run``). Writes
 ``docs/benchmarks/canary-audit.md`` and ``docs/benchmarks/canary-audit.json``.
 
 Usage: ``python benchmarks/bench_canary_audit.py RUN_DIR [--force cumbria] [--canaries 500]
-[--local-epochs 10] [--optimizer sgd] [--learning-rate 0.5]``. ``--recipe study`` keeps the
-study's own optimiser, step and epochs instead.
+[--local-epochs 5] [--batch-size 32] [--optimizer sgd] [--learning-rate 0.5]``.
+``--recipe study`` keeps the study's own optimiser, step, batch and epochs instead.
 """
 
 from __future__ import annotations
@@ -80,9 +80,10 @@ def main() -> None:
     parser.add_argument("--force", default=None)
     parser.add_argument("--canaries", type=int, default=500)
     parser.add_argument("--recipe", choices=("bench", "study"), default="bench")
-    parser.add_argument("--local-epochs", type=int, default=10)
+    parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--learning-rate", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DOCS / "canary-audit.md")
     args = parser.parse_args()
@@ -97,6 +98,7 @@ def main() -> None:
             optimizer=args.optimizer,
             learning_rate=args.learning_rate,
             local_epochs=args.local_epochs,
+            batch_size=args.batch_size,
         )
     root = args.run_dir / "stores" / f"retention-{model.retention_days}d"
     force_name = args.force or sorted(p.name for p in root.iterdir())[0]
@@ -191,7 +193,12 @@ def render(p: dict, args: argparse.Namespace) -> str:
         "",
         "Reproduce: `PYTHONPATH=$PWD python benchmarks/bench_canary_audit.py RUN_DIR "
         f"--force {p['force']} --canaries {p['canaries']}"
-        + (" --recipe study" if args.recipe == "study" else "")
+        + (
+            " --recipe study"
+            if args.recipe == "study"
+            else f" --local-epochs {r['local_epochs']} --batch-size {r['batch_size']} "
+            f"--optimizer {r['optimizer']} --learning-rate {r['learning_rate']}"
+        )
         + "` on a run of `anprfed study run`.",
         "",
     ]

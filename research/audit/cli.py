@@ -87,13 +87,18 @@ def audit(
         "[bold]Membership inference[/bold] (members = training vehicles; eps LB = empirical "
         f"lower bound on epsilon at {confidence:.0%} confidence)"
     )
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     for r in result.rows:
-        key = (r["design"], _fmt(r["epsilon"]), _fmt(r["claimed_epsilon"]))
+        key = (
+            r["design"],
+            _fmt(r["epsilon"]),
+            int(r["retention_days"]),
+            _fmt(r["claimed_epsilon"]),
+        )
         groups.setdefault(key, []).append(r)
-    for (design_name, eps, claimed), rows in groups.items():
+    for (design_name, eps, window, claimed), rows in groups.items():
         table = Table(
-            title=f"{design_name}, eps {eps} (claimed {claimed})",
+            title=f"{design_name}, eps {eps}, {window}-day retention (claimed {claimed})",
             title_justify="left",
             box=None,
             padding=(0, 1),
