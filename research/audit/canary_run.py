@@ -186,7 +186,8 @@ def train_flower(force: SimulatedForce, settings: FlowerSettings, run_id: str) -
     results = Path(settings.results_dir)
     if results.exists():
         shutil.rmtree(results)
-    run_federated([force], settings.replace(min_available_nodes=1, min_replies=1), run_id)
+    one_force = settings.replace(min_available_nodes=1, min_replies=1)
+    run_federated([force], one_force, settings.study_id or run_id)
     rounds: list[list[np.ndarray]] = []
     for server_round in range(0, settings.num_server_rounds + 1):
         if server_round == 0 and not (results / CHECKPOINTS / "round-0000.npz").is_file():
