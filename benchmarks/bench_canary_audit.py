@@ -42,9 +42,9 @@ import client_force.training as training_module
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from research.audit.canary_audit import CanaryAuditConfig, run_canary_audit
-from research.audit.canary_report import _force_paths
 from research.audit.canary_run import TrainedRun, scratch_dir, train_in_process
 from research.audit.membership import find_models, jsonable, settings_for
+from research.study.layout import RunLayout
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 BROKEN_NOISE = 1e-3
@@ -100,9 +100,11 @@ def main() -> None:
             local_epochs=args.local_epochs,
             batch_size=args.batch_size,
         )
-    root = args.run_dir / "stores" / f"retention-{model.retention_days}d"
+    layout = RunLayout(args.run_dir)
+    root = layout.stores_dir(model.retention_days)
     force_name = args.force or sorted(p.name for p in root.iterdir())[0]
-    store, key = _force_paths(args.run_dir, model.retention_days, force_name)
+    store = layout.store(model.retention_days, force_name)
+    key = layout.key_file(model.retention_days, force_name)
     variants = {
         "dp-eps1": lambda s: s.replace(dp_target_epsilon=1.0),
         "dp-eps8": lambda s: s.replace(dp_target_epsilon=8.0),

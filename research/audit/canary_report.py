@@ -29,22 +29,17 @@ from client_force.simulated_force import SimulatedForce
 from research.audit.canary_audit import CanaryAuditConfig, CanaryAuditResult, run_canary_audit
 from research.audit.canary_run import scratch_dir
 from research.audit.membership import AuditError, find_models, jsonable, settings_for
+from research.study.layout import RunLayout
 from safefiles import atomic_write_json, atomic_write_text
 
-OUTPUT_DIR = "privacy"
+OUTPUT_DIR = RunLayout.PRIVACY
 ROWS_STEM = "canary_audit"
 SUMMARY_FILE = "canary_audit_summary.json"
 
 
-def _force_paths(run_dir: Path, retention_days: int, force: str) -> tuple[Path, Path]:
-    """(store, key file) of a simulated force in the run folder (the study runner's layout)."""
-    window = f"retention-{retention_days}d"
-    return run_dir / "stores" / window / force, run_dir / "keys" / window / f"{force}.key"
-
-
 def forces_of(run_dir: Path, retention_days: int) -> list[str]:
     """The forces with a store for this retention window."""
-    root = Path(run_dir) / "stores" / f"retention-{retention_days}d"
+    root = RunLayout(Path(run_dir)).stores_dir(retention_days)
     if not root.is_dir():
         raise AuditError(f"{root}: no force stores for the {retention_days}-day window")
     return sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -101,7 +96,7 @@ def canary_audit_run(
         and (epsilons is None or any(math.isclose(m.epsilon, e) for e in epsilons))
     ]
     if not models:
-        raise AuditError(f"{run_dir / 'server'}: no DP sweep point to canary-audit")
+        raise AuditError(f"{RunLayout(run_dir).server_dir}: no DP sweep point to canary-audit")
     out = CanaryAuditRun()
     started = time.perf_counter()
     for model in models:
@@ -113,7 +108,9 @@ def canary_audit_run(
         missing = sorted(set(forces or ()) - set(available))
         out.skipped.extend(f"{model.tag}/{f}: no such force" for f in missing)
         for force_name in chosen:
-            store, key = _force_paths(run_dir, model.retention_days, force_name)
+            layout = RunLayout(run_dir)
+            store = layout.store(model.retention_days, force_name)
+            key = layout.key_file(model.retention_days, force_name)
             if not key.is_file():
                 raise AuditError(f"{key}: missing (the audit runs inside the force, with its key)")
             scratch = scratch_dir()
