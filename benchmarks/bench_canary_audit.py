@@ -86,7 +86,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DOCS / "canary-audit.md")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="Only re-render the page from a saved run."
+    )
     args = parser.parse_args()
+    if args.from_json is not None:
+        args.out.write_text(render(json.loads(args.from_json.read_text()), args))
+        return
     torch.set_num_threads(1)
     console = Console(log_time=False)
     model = next(
@@ -162,6 +168,31 @@ def _f(x: object) -> str:
     return str(x)
 
 
+def reading(rows: list[dict]) -> list[str]:
+    """Plain-words conclusions computed from the rows (no number typed by hand)."""
+    ref = max(float(r["eps_lower_bound"]) for r in rows if r["variant"] == "reference")
+    ceiling = max(float(r["eps_max_testable"]) for r in rows)
+    out = [
+        f"* The noise-free reference's best lower bound is {ref:.2f}: a broken implementation "
+        f"that leaks like it would be flagged under any claim below {ref:.2f}. Claims at or "
+        f"above {ref:.2f} were *not* tested with power by this recipe and these canaries; "
+        f"claims above {ceiling:.2f} (the most {rows[0]['canaries']} canaries can show at "
+        "this delta and confidence) cannot be tested by them at all.",
+    ]
+    for variant in sorted({r["variant"] for r in rows} - {"reference"}):
+        mine = [r for r in rows if r["variant"] == variant]
+        claim = float(mine[0]["ledger_epsilon"])
+        best = max(float(r["eps_lower_bound"]) for r in mine)
+        flagged = any(r["flagged"] for r in mine)
+        power = "with power" if ref > claim else "without power"
+        state = "**flagged**" if flagged else "within its claim"
+        out.append(
+            f"* `{variant}` (ledger eps {claim:.3g}): best lower bound {best:.2f}, {state}; "
+            f"claim tested {power}."
+        )
+    return out
+
+
 def render(p: dict, args: argparse.Namespace) -> str:
     """The benchmark page (Markdown)."""
     r = p["recipe"]
@@ -185,9 +216,19 @@ def render(p: dict, args: argparse.Namespace) -> str:
             f"{row['guesses']} | {row['correct']} | {_f(row['eps_lower_bound'])} | "
             f"{_f(row['eps_max_testable'])} | {'**yes**' if row['flagged'] else 'no'} |"
         )
+    lines += ["", "## Reading the figures", "", *reading(p["rows"])]
     lines += [
         "",
-        f"Verdict on the eps-4 claim: {p['verdict']}",
+        "Power depends on the recipe. This page trains more (15 epochs of SGD at step 0.5, "
+        "batch 32) than the default study (3 rounds x 1 epoch of Adam at 3e-3, batch 128), "
+        "because with the study's own recipe even the noise-free reference barely moves its "
+        "canaries: in development runs on the same force its canaries were told apart with "
+        "AUC about 0.55-0.6 and a lower bound of at most 0.3 (re-measure with "
+        "`--recipe study`). The CLI reports that case as *not tested with power*.",
+    ]
+    lines += [
+        "",
+        f"Verdict on the eps-4 claim (the CLI's sentence): {p['verdict']}",
         "",
         f"Test-only variants flagged (bound above their own ledger claim): {p['other_flags']}.",
         "",
