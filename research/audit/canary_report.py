@@ -130,8 +130,6 @@ def canary_audit_run(
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             out.results.append(result)
-            if log:
-                log(result.verdict)
     if not out.results:
         raise AuditError("nothing was canary-audited: " + "; ".join(out.skipped))
     out.files.extend(_write(run_dir, out, config, time.perf_counter() - started))
