@@ -123,6 +123,7 @@ def test_noise_free_and_broken_runs_are_flagged_and_dp_at_eps1_is_not(force) -> 
         f"bound {r['eps_lower_bound']:.2f} (max {r['eps_max_testable']:.2f})"
         for (v, w), r in by.items()
     )
+    print(shown)  # visible with -s: the figures behind the assertions
     assert result.claimed_epsilon == pytest.approx(1.0, abs=0.05)
     # The lying run claims the same epsilon in its ledger...
     assert by["broken-eps1", "black-box"]["ledger_epsilon"] == pytest.approx(
