@@ -2,7 +2,10 @@
 the re-identification demonstration against unkeyed MD5 pseudonyms.
 
 Pure numpy/scipy on arrays and callables: the force-side glue that loads a run's model and a
-force's data is ``research.audit.membership``.
+force's data is ``research.audit.membership``. Attacks are looked up by name
+(``research.audit.registry``). The canary audit of the DP training path itself is
+``research.audit.canary_audit`` (canaries, planting, scores and the one-run bound of Steinke,
+Nasr and Jagielski in ``canaries``, ``canary_run``, ``canary_scores`` and ``one_run``).
 """
 
 # The built-in membership attacks register themselves (research.audit.registry).

@@ -3,6 +3,10 @@
 * ``audit RUN_DIR``: membership inference (loss threshold and LiRA with shadow models) against
   every trained model of the run, at every force, with whole vehicles as members; results go
   to ``RUN_DIR/privacy/`` and ``RUN_DIR/plots/`` (see ``research.audit.membership``).
+* ``canary-audit RUN_DIR``: plant canary vehicles in a copy of a force's store, retrain its
+  DP rounds (claimed and a noise-free reference) in a Flower simulation and bound epsilon with
+  the one-run method, white-box and black-box (see ``research.audit.canary_audit``); results
+  to ``RUN_DIR/privacy/canary_audit*``.
 * ``reid-demo``: reverse unkeyed MD5 pseudonyms of synthetic plates by enumerating the UK
   plate space, measure the hash rate, project the full space, and contrast the keyed hash
   (see ``research.audit.reid``).
