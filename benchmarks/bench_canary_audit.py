@@ -101,6 +101,7 @@ def main() -> None:
     settings = settings_for(args.run_dir, model)
     if args.recipe == "bench":
         settings = settings.replace(
+            dp_recipe="",  # the explicit values below, not a recipe rule
             optimizer=args.optimizer,
             learning_rate=args.learning_rate,
             local_epochs=args.local_epochs,

@@ -48,7 +48,7 @@ from client_force.force_dataset import (
 )
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
-from federation.model import TrajectoryModel, get_weights
+from federation.model import TrajectoryModel, get_weights, load_initial_weights
 from research.audit.canaries import CanarySet, make_canaries, with_canaries
 from retention.store import LABELS_SCHEMA, ForceStore
 
@@ -72,7 +72,15 @@ class TrainedRun:
 
 
 def initial_weights(settings: FlowerSettings) -> list[np.ndarray]:
-    """The global model the server starts from (seeded like the national ServerApp's)."""
+    """The global model the server starts from: the public ``init-weights`` file when the
+    settings name one, else seeded like the national ServerApp's."""
+    if settings.init_weights:
+        return load_initial_weights(
+            settings.model_config(),
+            settings.init_weights,
+            seed=settings.seed,
+            encoder_only=settings.init_encoder_only,
+        )
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(settings.seed)
