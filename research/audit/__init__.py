@@ -2,9 +2,14 @@
 the re-identification demonstration against unkeyed MD5 pseudonyms.
 
 Pure numpy/scipy on arrays and callables: the force-side glue that loads a run's model and a
-force's data is ``research.audit.membership``.
+force's data is ``research.audit.membership``. Attacks are looked up by name
+(``research.audit.registry``). The canary audit of the DP training path itself is
+``research.audit.canary_audit`` (canaries, planting, scores and the one-run bound of Steinke,
+Nasr and Jagielski in ``canaries``, ``canary_run``, ``canary_scores`` and ``one_run``).
 """
 
+# The built-in membership attacks register themselves (research.audit.registry).
+from research.audit import builtin_attacks as _builtin_attacks  # noqa: F401
 from research.audit.attacks import (
     lira_scores,
     logit_confidence,

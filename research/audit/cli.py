@@ -3,6 +3,10 @@
 * ``audit RUN_DIR``: membership inference (loss threshold and LiRA with shadow models) against
   every trained model of the run, at every force, with whole vehicles as members; results go
   to ``RUN_DIR/privacy/`` and ``RUN_DIR/plots/`` (see ``research.audit.membership``).
+* ``canary-audit RUN_DIR``: plant canary vehicles in a copy of a force's store, retrain its
+  DP rounds (claimed and a noise-free reference) in a Flower simulation and bound epsilon with
+  the one-run method, white-box and black-box (see ``research.audit.canary_audit``); results
+  to ``RUN_DIR/privacy/canary_audit*``.
 * ``reid-demo``: reverse unkeyed MD5 pseudonyms of synthetic plates by enumerating the UK
   plate space, measure the hash rate, project the full space, and contrast the keyed hash
   (see ``research.audit.reid``).
@@ -87,13 +91,18 @@ def audit(
         "[bold]Membership inference[/bold] (members = training vehicles; eps LB = empirical "
         f"lower bound on epsilon at {confidence:.0%} confidence)"
     )
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
     for r in result.rows:
-        key = (r["design"], _fmt(r["epsilon"]), _fmt(r["claimed_epsilon"]))
+        key = (
+            r["design"],
+            _fmt(r["epsilon"]),
+            int(r["retention_days"]),
+            _fmt(r["claimed_epsilon"]),
+        )
         groups.setdefault(key, []).append(r)
-    for (design_name, eps, claimed), rows in groups.items():
+    for (design_name, eps, window, claimed), rows in groups.items():
         table = Table(
-            title=f"{design_name}, eps {eps} (claimed {claimed})",
+            title=f"{design_name}, eps {eps}, {window}-day retention (claimed {claimed})",
             title_justify="left",
             box=None,
             padding=(0, 1),
@@ -120,6 +129,111 @@ def audit(
     if not all(r["bound_within_claim"] for r in result.rows):
         _console.print("[red]an empirical lower bound exceeds the claimed epsilon[/red]")
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("canary-audit")
+def canary_audit(
+    run_dir: Path = typer.Argument(..., help="A study's results folder (anprfed study run)."),
+    canaries: int = typer.Option(1000, "--canaries", help="Canary vehicles per audit (>= 20)."),
+    design: list[str] | None = typer.Option(
+        None, "--design", help="Only these designs (repeatable); default every DP design."
+    ),
+    epsilon: list[float] | None = typer.Option(
+        None, "--epsilon", help="Only these sweep epsilons (repeatable)."
+    ),
+    force: list[str] | None = typer.Option(
+        None, "--force", help="Forces to audit (repeatable); default the first of each window."
+    ),
+    confidence: float = typer.Option(0.95, help="Confidence of the one-run lower bound."),
+    seed: int = typer.Option(0, help="Seed of the canaries and their inclusion coins."),
+    engine: str = typer.Option(
+        "flower", help="flower (a real Flower simulation) or in-process (same client rounds)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows and verdicts as JSON."),
+) -> None:
+    """Plant canary vehicles in a force's data, retrain through its DP path, bound epsilon.
+
+    For each DP sweep point: the claimed run and a noise-free reference, judged white-box (the
+    server's round-by-round view) and black-box (the final model) with the one-run bound of
+    Steinke, Nasr and Jagielski (2023). Results in RUN_DIR/privacy/canary_audit*.
+    """
+    from research.audit.canary_audit import CanaryAuditConfig
+    from research.audit.canary_report import canary_audit_run, summary_of
+    from research.audit.canary_run import ENGINES
+    from research.audit.membership import AuditError, jsonable
+
+    if not run_dir.is_dir():
+        _console.print(f"[red]error:[/red] {run_dir}: no such results folder")
+        raise typer.Exit(EXIT_INPUT)
+    if engine not in ENGINES:
+        _console.print(f"[red]error:[/red] --engine must be one of {', '.join(ENGINES)}")
+        raise typer.Exit(EXIT_INPUT)
+    try:
+        config = CanaryAuditConfig(
+            canaries=canaries, confidence=confidence, seed=seed, engine=engine
+        )
+    except ValueError as exc:
+        _console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    log = None if as_json else (lambda msg: _console.print(f"[dim]{msg}[/dim]"))
+    try:
+        result = canary_audit_run(
+            run_dir,
+            config,
+            designs=tuple(design) if design else None,
+            epsilons=tuple(epsilon) if epsilon else None,
+            forces=tuple(force) if force else None,
+            log=log,
+        )
+    except AuditError as exc:
+        _console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
+    if as_json:
+        payload = {
+            "rows": result.rows,
+            "audits": [summary_of(r) for r in result.results],
+            "files": [str(p) for p in result.files],
+        }
+        typer.echo(json.dumps(jsonable(payload), allow_nan=False))
+    else:
+        _print_canary_tables(result, confidence)
+    if any(r.flagged for r in result.results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_canary_tables(result: Any, confidence: float) -> None:
+    for audit in result.results:
+        table = Table(
+            title=(
+                f"{audit.design}, eps {_fmt(audit.epsilon)}, {audit.retention_days}-day "
+                f"retention, {audit.force} (ledger claims eps {_fmt(audit.claimed_epsilon)})"
+            ),
+            title_justify="left",
+            box=None,
+            padding=(0, 1),
+            pad_edge=False,
+            caption=f"eps LB = one-run lower bound at {confidence:.0%} confidence; "
+            "max = the most these canaries can show",
+            caption_justify="left",
+        )
+        for col in ("run", "view", "ledger eps", "guesses", "correct", "eps LB", "max", "flag"):
+            table.add_column(col, no_wrap=True)
+        for r in audit.rows():
+            table.add_row(
+                r["variant"],
+                r["view"],
+                _fmt(r["ledger_epsilon"]),
+                str(r["guesses"]),
+                str(r["correct"]),
+                _fmt(r["eps_lower_bound"]),
+                _fmt(r["eps_max_testable"]),
+                "[red]above claim[/red]" if r["flagged"] else "-",
+            )
+        _console.print(table)
+        _console.print(audit.verdict)
+    for s in result.skipped:
+        _console.print(f"[yellow]skipped:[/yellow] {s}")
+    _console.print("written: " + ", ".join(str(p) for p in result.files))
 
 
 @app.command("reid-demo")

@@ -53,16 +53,14 @@ from privacy.keys import MasterSecretSource
 from research.audit import (
     AttackResult,
     evaluate_attack,
-    lira_scores,
     logit_confidence,
-    loss_scores,
     run_shadows,
     shadow_assignment,
 )
+from research.audit.registry import AttackInputs, attack_names, registered_attacks
 from research.study.layout import STATUS, RunLayout
 from retention.store import ForceStore
 
-ATTACKS = ("loss-threshold", "lira-online", "lira-offline")
 # Where things live in a run folder: research.study.layout.RunLayout (one place for all).
 OUTPUT_DIR = RunLayout.PRIVACY
 ROWS_STEM = RunLayout.MEMBERSHIP_ROWS
@@ -232,6 +230,7 @@ def audit_model(
     with torch_threads(config.torch_threads):
         target_logits = predict_logits(model, population)
         target_phi = logit_confidence(target_logits, labels)
+        attacks = registered_attacks()
         rng = np.random.default_rng(config.seed)
         assignment = shadow_assignment(len(population), config.shadows, rng)
 
@@ -245,22 +244,25 @@ def audit_model(
             )
             return logit_confidence(predict_logits(shadow, population), labels)
 
-        shadow_phi = run_shadows(train_and_score, assignment)
-    scores = {
-        "loss-threshold": loss_scores(target_logits, labels),
-        "lira-online": lira_scores(target_phi, shadow_phi, assignment, online=True),
-        "lira-offline": lira_scores(target_phi, shadow_phi, assignment, online=False),
-    }
+        needs_shadows = any(a.needs_shadows for a in attacks)
+        shadow_phi = run_shadows(train_and_score, assignment) if needs_shadows else None
+    inputs = AttackInputs(
+        logits=target_logits,
+        labels=labels,
+        phi=target_phi,
+        shadow_phi=shadow_phi,
+        shadow_in=assignment if needs_shadows else None,
+    )
     results = [
         evaluate_attack(
-            name,
-            scores[name],
+            attack.name,
+            attack.score(inputs),
             is_member,
             delta=delta,
             confidence=config.confidence,
             seed=config.seed,
         )
-        for name in ATTACKS
+        for attack in attacks
     ]
     return ForceAudit(
         results=results,
@@ -537,7 +539,7 @@ def _write(
             jsonable(
                 {
                     "config": asdict(config),
-                    "attacks": list(ATTACKS),
+                    "attacks": list(attack_names()),
                     "members": "the force's training vehicles (keyed-hash split)",
                     "nonmembers": "the force's held-out vehicles",
                     "labels": "the force's conviction-log labels, as used in training",
@@ -569,7 +571,7 @@ def plot_roc(curves: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.0), squeeze=False)
     forces = sorted({c["force"] for c in curves})
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(forces)}
-    styles = {"loss-threshold": ":", "lira-online": "-", "lira-offline": "--"}
+    styles = {a.name: a.line_style for a in registered_attacks()}
     for ax, key in zip(axes[0], keys, strict=True):
         for c in curves:
             if (c["design"], float(c["epsilon"]), c["retention_days"]) != key:

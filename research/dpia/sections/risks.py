@@ -20,6 +20,7 @@ from research.dpia.run_folder import (
     METRICS,
     REID,
 )
+from research.dpia.sections.canary import canary_blocks
 from research.dpia.sections.facts import (
     Facts,
     person,
@@ -361,6 +362,7 @@ def risks(
                 "run `anprfed privacy audit RUN_DIR`",
             )
         )
+    s.add(*canary_blocks(run.root, book, sid))
     if not run.reid:
         s.add(
             Missing(
