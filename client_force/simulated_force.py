@@ -38,7 +38,7 @@ from federation.model import (
     predict_scores,
     set_weights,
 )
-from privacy.keys import MasterSecretSource
+from privacy.keys import MasterSecretSource, SimulationSecretSource
 from retention.policy import RetentionPolicy
 from retention.purge import run_purge
 from retention.store import ForceStore
@@ -49,16 +49,26 @@ log = logging.getLogger(__name__)
 class SimulatedForce:
     """A force's store and the work done on it during a simulated study."""
 
-    def __init__(self, name: str, store_dir: Path, key_file: Path) -> None:
+    def __init__(
+        self, name: str, store_dir: Path, key_file: Path, key_seed: int | None = None
+    ) -> None:
         self.name = name
         self.store_dir = Path(store_dir)
         self.key_file = Path(key_file)
+        # SIMULATION ONLY: with a seed, the store's keys follow from (seed, force name), so a
+        # rerun of the same study gets the same pseudonyms, split and figures.
+        self.key_seed = key_seed
         self._store: ForceStore | None = None
 
     # ------------------------------------------------------------------ the store
     def detached(self) -> SimulatedForce:
         """A copy without the open store, to hand to a worker process (it reopens the store)."""
-        return SimulatedForce(self.name, self.store_dir, self.key_file)
+        return SimulatedForce(self.name, self.store_dir, self.key_file, self.key_seed)
+
+    def _new_secret_source(self) -> MasterSecretSource:
+        if self.key_seed is None:
+            return MasterSecretSource.from_key_file(self.key_file)
+        return SimulationSecretSource(self.key_file, seed=self.key_seed, force=self.name)
 
     @property
     def node_store(self) -> NodeStore:
@@ -75,16 +85,18 @@ class SimulatedForce:
         return self._store
 
     def setup(self, export: Path, as_of: datetime, max_age_days: int) -> dict[str, Any]:
-        """Create a fresh store with a new key file and ingest the export; returns counts."""
+        """Create a fresh store with a new key file and ingest the export; returns counts.
+
+        The key file holds a fresh random secret, or with ``key_seed`` one derived from the
+        seed and the force name (SIMULATION ONLY, ``privacy.keys.SimulationSecretSource``).
+        """
         for stale in (self.store_dir, self.key_file):
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
         self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        self._store = ForceStore.create(
-            self.store_dir, self.name, MasterSecretSource.from_key_file(self.key_file)
-        )
+        self._store = ForceStore.create(self.store_dir, self.name, self._new_secret_source())
         # A simulated force allows simulation-only settings (fixed seeds, scoped ledgers,
         # non-private references); every run manifest says so (see privacy_policy).
         install_policy(self._store, SIMULATION_POLICY)
@@ -114,7 +126,7 @@ class SimulatedForce:
         Path(key_file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.store_dir, store_dir)
         shutil.copy2(self.key_file, key_file)
-        return SimulatedForce(self.name, Path(store_dir), Path(key_file))
+        return SimulatedForce(self.name, Path(store_dir), Path(key_file), self.key_seed)
 
     @staticmethod
     def seen_vrms(export: Path, candidates: pd.Series) -> set[str]:
@@ -242,8 +254,10 @@ class SimulatedForce:
         examples = concat_examples([d.train for d in datasets])
         labels = np.concatenate([d.train_labels for d in datasets])
         model = _initial_model(settings)
+        # the repeat's training seed when the study fixes one, else the study seed
+        seed = settings.training_seed if settings.training_seed >= 0 else settings.seed
         if settings.dp_recipe:  # the recipe's non-private rule (client_force.dp_recipe)
-            plan = nonprivate_training(settings.seed)
+            plan = nonprivate_training(seed)
             epochs = plan.pop("epochs")
             training = TrainingConfig(**plan)
         else:
@@ -251,7 +265,7 @@ class SimulatedForce:
             training = TrainingConfig(
                 optimizer=settings.optimizer,
                 learning_rate=settings.learning_rate,
-                seed=settings.seed,
+                seed=seed,
             )
         train_nonprivate(model, examples, labels, epochs, training)
         return get_weights(model)

@@ -193,3 +193,102 @@ def evaluate_scores(
         out["alerts_per_true_positive_at_target_prevalence"] = fig.target_alerts_per_true_positive
         out["false_alerts_per_million_at_target_prevalence"] = fig.false_alerts_per_million
     return out
+
+
+# ----------------------------------------------------------------------------- uncertainty
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
+_BOOTSTRAP_CHUNK_CELLS = 4_000_000  # resamples x vehicles per chunk (bounds memory)
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A percentile bootstrap interval of one figure (NaN bounds when it is undefined)."""
+
+    low: float
+    high: float
+    resamples: int
+    level: float
+
+    def excludes(self, value: float) -> bool:
+        """Whether the whole interval lies above ``value`` (e.g. chance)."""
+        return math.isfinite(self.low) and self.low > value
+
+
+def _grouped_counts(
+    y: np.ndarray, s: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (TP, FP) at each distinct score, highest first, for each weight row.
+
+    ``weights`` is (resamples, vehicles): how often each vehicle was drawn. Vehicles with tied
+    scores form one operating point, as in :func:`pr_auc`.
+    """
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    tp = np.cumsum(np.add.reduceat(w * y_sorted, starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(w * (1.0 - y_sorted), starts, axis=1), axis=1)
+    return tp, fp
+
+
+def _resample_weights(y: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) draw counts of a bootstrap stratified by class.
+
+    Positives are resampled among positives and negatives among negatives, so every resample
+    keeps the held-out prevalence, and with it the chance level the figure is read against.
+    """
+    n = len(y)
+    offsets = (np.arange(resamples) * n)[:, None]
+    counts = np.zeros(resamples * n)
+    for members in (np.flatnonzero(y == 1.0), np.flatnonzero(y == 0.0)):
+        if len(members) == 0:
+            continue
+        draws = members[rng.integers(0, len(members), size=(resamples, len(members)))]
+        counts += np.bincount((draws + offsets).ravel(), minlength=resamples * n)
+    return counts.reshape(resamples, n)
+
+
+def bootstrap_pr_figures(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    recall: float = 0.5,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> tuple[BootstrapInterval, BootstrapInterval]:
+    """Bootstrap intervals of PR-AUC and of precision at ``recall`` over held-out vehicles.
+
+    Vectorised: every resample is a row of draw counts, and PR-AUC and the operating point are
+    computed for all rows at once from one sort of the scores. The resampling is stratified by
+    class (see ``_resample_weights``); ``seed`` makes it reproducible. Both bounds are NaN when
+    there is no positive or no negative.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    y, s = _check(labels, scores)
+    positives = float(y.sum())
+    nan = BootstrapInterval(math.nan, math.nan, 0, level)
+    if positives == 0 or positives == len(y) or resamples < 1:
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // max(len(y), 1))
+    aps, precisions = [], []
+    for start in range(0, resamples, chunk):
+        weights = _resample_weights(y, min(chunk, resamples - start), rng)
+        tp, fp = _grouped_counts(y, s, weights)
+        flagged = tp + fp
+        precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
+        recall_steps = np.diff(np.c_[np.zeros(len(tp)), tp], axis=1) / positives
+        aps.append(np.sum(recall_steps * precision, axis=1))
+        first = np.argmax(tp / positives >= recall - 1e-12, axis=1)
+        precisions.append(precision[np.arange(len(tp)), first])
+    tail = (1.0 - level) / 2.0 * 100.0
+
+    def interval(values: list[np.ndarray]) -> BootstrapInterval:
+        v = np.concatenate(values)
+        low, high = np.percentile(v, [tail, 100.0 - tail])
+        return BootstrapInterval(float(low), float(high), len(v), level)
+
+    return interval(aps), interval(precisions)

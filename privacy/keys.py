@@ -56,6 +56,9 @@ LABEL_KEY_CHECK = b"anprfed/v1/key-check"
 LABEL_MANIFEST_MAC = b"anprfed/v1/derived-manifest-mac"
 LABEL_PURGE_KEY_CHECK = b"anprfed/v1/purge-key-check"
 SIGNING_WRAPPED_NAME = "signing.wrapped"
+# SIMULATION ONLY: labels of the deterministic derivation in ``SimulationSecretSource``.
+LABEL_SIMULATION_MASTER = b"anprfed/v1/SIMULATION-ONLY/master-secret"
+LABEL_SIMULATION_EPOCH = b"anprfed/v1/SIMULATION-ONLY/pseudonym-epoch-key"
 
 _MASTER_AAD = b"anprfed/v1/master-secret"
 
@@ -281,13 +284,21 @@ class MasterSecretSource:
         """``"passphrase"`` or ``"key-file"``."""
         return "key-file" if self.key_file is not None else "passphrase"
 
+    def new_master(self) -> MasterKey:
+        """The master secret ``create`` protects: fresh from the OS CSPRNG."""
+        return MasterKey.generate()
+
+    def initial_epoch_key(self, master: MasterKey) -> bytes | None:
+        """The first pseudonym-epoch key of a new store; None: a fresh random key."""
+        return None
+
     def create(self, keys_dir: Path) -> tuple[MasterKey, dict[str, Any]]:
         """Generate a master secret, protect it at rest, and return it with its public metadata.
 
         Passphrase mode writes ``keys_dir/master.wrapped``; key-file mode writes the key file
         (refusing to overwrite an existing one) and a marker holding only a check value.
         """
-        master = MasterKey.generate()
+        master = self.new_master()
         keys_dir.mkdir(parents=True, exist_ok=True)
         if self.key_file is not None:
             if self.key_file.exists():
@@ -298,9 +309,7 @@ class MasterSecretSource:
             assert self._passphrase is not None
             params = ScryptParams.fresh(self._scrypt_log2_n)
             meta = _wrap_with_passphrase(master, self._passphrase, params)
-        atomic_write_bytes(
-            keys_dir / self.WRAPPED_NAME, json.dumps(meta, indent=1).encode("utf-8")
-        )
+        atomic_write_bytes(keys_dir / self.WRAPPED_NAME, json.dumps(meta, indent=1).encode("utf-8"))
         return master, public_protection_info(meta)
 
     def load(self, keys_dir: Path) -> MasterKey:
@@ -344,6 +353,40 @@ class MasterSecretSource:
                 "wrong passphrase: it does not open this store's master secret"
             ) from None
         return MasterKey(secret)
+
+
+class SimulationSecretSource(MasterSecretSource):
+    """SIMULATION ONLY: a key-file source whose new secrets follow from a seed and a name.
+
+    A simulated study must be repeatable: the held-out split follows keyed hashes of the
+    vehicles' pseudonyms, so fresh random keys give a different split (and different figures)
+    on every run. This source derives a new store's master secret and its first pseudonym-epoch
+    key with HKDF-SHA256 from ``(seed, force)`` under ``SIMULATION-ONLY`` labels, so the same
+    study seed gives the same pseudonyms, split and figures. Anyone who knows the seed and the
+    force name can recompute every key: it protects nothing and must never hold real data.
+
+    Only the study runner's simulated forces (``client_force.simulated_force``) construct it;
+    ``anprfed force init`` and every deployment path use :class:`MasterSecretSource`, which
+    takes its secrets from the OS CSPRNG (a test checks no deployable module names this class).
+    Per-day data keys, key ids and AEAD nonces stay random: they never change a figure.
+    """
+
+    SIMULATION_ONLY = True
+
+    def __init__(self, key_file: Path | str, *, seed: int, force: str) -> None:
+        super().__init__(key_file=Path(key_file))
+        self._seed_material = f"seed={int(seed)}|force={force}".encode()
+
+    def __repr__(self) -> str:
+        return f"SimulationSecretSource(key_file={str(self.key_file)!r}, SIMULATION ONLY)"
+
+    def new_master(self) -> MasterKey:
+        """The master secret of ``(seed, force)``: deterministic, SIMULATION ONLY."""
+        return MasterKey(hkdf_sha256(self._seed_material, LABEL_SIMULATION_MASTER))
+
+    def initial_epoch_key(self, master: MasterKey) -> bytes | None:
+        """The first pseudonym-epoch key, derived from the (simulated) master secret."""
+        return master.derive(LABEL_SIMULATION_EPOCH)
 
 
 def rewrap_master_secret(

@@ -142,7 +142,7 @@ class ForceStore(KeyManagement, QuarantineStore):
             "signing": {"algorithm": "ed25519", "public_key": master.public_key_hex()},
         }
         store = cls(root, meta, master)
-        store.keyring.new_key(epoch_scope(1))
+        store.keyring.new_key(epoch_scope(1), key=secret.initial_epoch_key(master))
         store._save_meta()
         return store
 

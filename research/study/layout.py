@@ -160,6 +160,11 @@ class RunLayout:
         """``server/<tag>``: the sweep point's server outputs and checkpoints."""
         return self.server_dir / str(tag)
 
+    def repeat_dir(self, tag: SweepTag, repeat: int = 0) -> Path:
+        """Where one repeat of a sweep point writes: the sweep folder itself for repeat 0 (the
+        study's own run, which the audits attack), ``server/<tag>/repeat-<r>`` otherwise."""
+        return self.sweep_dir(tag) if repeat == 0 else self.sweep_dir(tag) / f"repeat-{repeat}"
+
     def checkpoints_dir(self, tag: SweepTag) -> Path:
         """``server/<tag>/checkpoints``."""
         return self.sweep_dir(tag) / CHECKPOINTS

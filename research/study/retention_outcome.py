@@ -8,6 +8,13 @@ those whose reads had already been deleted, and those not yet convicted by the s
 
 It works on the simulation's ground truth (the researcher's view of the synthetic world); its
 output holds counts only.
+
+``convictions_in_log`` is what the force's intelligence log holds on the study date: every
+convicted offender the force has read at all, which is ``convictions_loaded`` in ingest.csv.
+It can exceed ``convicted_by_study_date``, which counts only offenders the force read *during
+their offence period* (the reads a model could learn the offence from); the difference is
+``convicted_not_read_while_offending``. The usable positives on the study date are those
+convictions whose offence-period reads are still held.
 """
 
 from __future__ import annotations
@@ -53,11 +60,13 @@ def _classify(
     return per.reset_index()[["vrm", "convicted", "held_at_conviction", "held_at_study_date"]]
 
 
-def _counts(scope: str, per: pd.DataFrame, window_days: int) -> dict[str, object]:
+def _counts(scope: str, per: pd.DataFrame, window_days: int, in_log: int) -> dict[str, object]:
     convicted = per[per["convicted"].astype(bool)]
     return {
         "retention_days": window_days,
         "force": scope,
+        "convictions_in_log": in_log,
+        "convicted_not_read_while_offending": in_log - len(convicted),
         "offenders_seen": len(per),
         "convicted_by_study_date": len(convicted),
         "conviction_arrived_while_held": int(convicted["held_at_conviction"].sum()),
@@ -84,10 +93,15 @@ def retention_outcome(
     t = t[["vrm", "offence_start_ts", "offence_end_ts", "conviction_ts"]]
     rows = []
     per_force = []
+    as_of_ts = pd.Timestamp(as_of, tz="UTC")
+    convicted_vrms = set(t.loc[t["conviction_ts"] <= as_of_ts, "vrm"])
+    logged: set[str] = set()
     for item in offender_reads:
         per = _classify(t, item.reads, window_days, as_of)
         per_force.append(per)
-        rows.append(_counts(item.force, per, window_days))
+        in_log = convicted_vrms & set(item.reads["vrm"]) if not item.reads.empty else set()
+        logged |= in_log
+        rows.append(_counts(item.force, per, window_days, len(in_log)))
     if per_force:
         everyone = pd.concat(per_force, ignore_index=True)
         pooled = everyone.groupby("vrm", as_index=False).agg(
@@ -95,5 +109,5 @@ def retention_outcome(
             held_at_conviction=("held_at_conviction", "max"),
             held_at_study_date=("held_at_study_date", "max"),
         )
-        rows.append(_counts(ALL_FORCES, pooled, window_days))
+        rows.append(_counts(ALL_FORCES, pooled, window_days, len(logged)))
     return rows

@@ -15,6 +15,7 @@ every package and which no deployable package imports).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -33,11 +34,19 @@ from rich.progress import Progress
 from client_force import dp_recipe
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
+from federation.metrics import BOOTSTRAP_RESAMPLES
 from research.study import resume, store_reuse
 from research.study import world as world_io
 from research.study.designs import DesignContext, get_design
 from research.study.designs.local_only import LocalWorkerError, LocalWorkers
-from research.study.evaluation import ForceScores, evaluate_design, pr_curve
+from research.study.evaluation import (
+    MIN_POSITIVES,
+    NO_SKILL,
+    ForceScores,
+    evaluate_design,
+    pr_curve,
+    with_repeat_spread,
+)
 from research.study.federated import force_resource, place_forces
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
@@ -64,6 +73,7 @@ class StudyResult:
     retention: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     ingest: list[dict[str, Any]] = field(default_factory=list)
+    repeats: list[dict[str, Any]] = field(default_factory=list)  # every repeat's rows
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     simulation_dirs: list[Path] = field(default_factory=list)  # Ray's session files
@@ -79,10 +89,29 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
+def repeat_seed(study_seed: int, repeat: int) -> int:
+    """The training seed (DP noise, Poisson sampling) of one repeat, from the study seed.
+
+    SIMULATION ONLY: a fixed seed makes DP noise predictable; a deployment leaves
+    ``training-seed`` at -1 (OS entropy).
+    """
+    digest = hashlib.sha256(f"anprfed-study-repeat|{int(study_seed)}|{int(repeat)}".encode())
+    return int.from_bytes(digest.digest()[:4], "little") >> 1
+
+
 def study_settings(
-    spec: StudySpec, retention_days: int, epsilon: float, out: Path, n_forces: int
+    spec: StudySpec,
+    retention_days: int,
+    epsilon: float,
+    out: Path,
+    n_forces: int,
+    repeat: int = 0,
 ) -> FlowerSettings:
-    """The Flower run settings that every force and the server apply at one sweep point."""
+    """The Flower run settings that every force and the server apply at one sweep point.
+
+    ``seed`` (split, model initialisation) is the study seed in every repeat; the training
+    seed follows from the study seed and ``repeat`` (``repeat_seed``).
+    """
     start, end = world_io.window_for(spec.as_of, retention_days)
     t = spec.training
     return FlowerSettings(
@@ -100,6 +129,7 @@ def study_settings(
         max_reads=t.max_reads,
         test_fraction=spec.evaluation.test_fraction,
         seed=spec.seed,
+        training_seed=repeat_seed(spec.seed, repeat),
         local_epochs=t.local_epochs,
         learning_rate=t.learning_rate,
         batch_size=t.batch_size,
@@ -177,7 +207,9 @@ def _build_stores(
     for window in windows:
         store_reuse.forget_store(place(window, force)[0])
     export = world_io.reads_file(world_dir, force)
-    first = SimulatedForce(force, *place(windows[0], force))
+    # SIMULATION ONLY: keys derived from the study seed and the force name, so a rerun gets
+    # the same pseudonyms and so the same held-out split (privacy.keys).
+    first = SimulatedForce(force, *place(windows[0], force), key_seed=spec.seed)
     ingest_max_age = max(store_reuse.ingest_max_age_days(spec, w) for w in windows)
     report = first.setup(export, as_of, ingest_max_age)
     seen = first.seen_vrms(export, truth["vrm"])
@@ -296,31 +328,76 @@ def run_study(
                     tag = SweepTag(design.name, epsilon, window)
                     label = f"{design.name} eps={eps_label(epsilon)} retention={window}d"
                     progress.update(designs_task, description=label)
-                    settings = study_settings(
-                        spec, window, epsilon, layout.sweep_dir(tag), len(nodes)
-                    )
-                    study_id = f"{spec.name}/{tag.study_id}"
-                    settings = settings.replace(
-                        study_id=study_id, ledger_scope=_slug(study_id), **public_settings
-                    )
-                    context = DesignContext(
-                        nodes=nodes,
-                        settings=settings,
-                        study_id=study_id,
-                        spec=spec,
-                        progress=progress,
-                        local_workers=local_workers,
-                        ray_cluster=ray_cluster,
-                    )
-                    with _timed(timings, design.name):
-                        per_force, ledger_rows, weights = _resumable_design_run(
-                            design, context, layout, [store_reuse.store_key(spec, window)], rerun
+                    runs: list[list[dict[str, Any]]] = []
+                    for repeat in range(spec.repeats):
+                        folder = layout.repeat_dir(tag, repeat)
+                        settings = study_settings(
+                            spec, window, epsilon, folder, len(nodes), repeat=repeat
                         )
-                    if weights is not None and not design.keeps_own_checkpoint:
-                        _save_models(weights, settings, layout, tag)
-                    for row in evaluate_design(
-                        per_force, spec.evaluation.recall, spec.evaluation.realistic_prevalence
-                    ):
+                        study_id = f"{spec.name}/{tag.study_id}"
+                        if repeat:
+                            study_id += f"/repeat{repeat}"
+                        settings = settings.replace(
+                            study_id=study_id, ledger_scope=_slug(study_id), **public_settings
+                        )
+                        context = DesignContext(
+                            nodes=nodes,
+                            settings=settings,
+                            study_id=study_id,
+                            spec=spec,
+                            progress=progress,
+                            local_workers=local_workers,
+                            ray_cluster=ray_cluster,
+                        )
+                        with _timed(timings, design.name):
+                            per_force, ledger_rows, weights = _resumable_design_run(
+                                design,
+                                context,
+                                layout,
+                                [store_reuse.store_key(spec, window)],
+                                rerun,
+                            )
+                        with _timed(timings, "bootstrap"):
+                            rows = evaluate_design(
+                                per_force,
+                                spec.evaluation.recall,
+                                spec.evaluation.realistic_prevalence,
+                                seed=spec.seed,
+                            )
+                        runs.append(rows)
+                        result.repeats.extend(
+                            {
+                                "design": design.name,
+                                "epsilon": epsilon,
+                                "retention_days": window,
+                                "repeat": repeat,
+                                "training_seed": settings.training_seed,
+                                **row,
+                            }
+                            for row in rows
+                        )
+                        if repeat:
+                            continue
+                        # Repeat 0 is the study's own run: its models, curves and ledger.
+                        if weights is not None and not design.keeps_own_checkpoint:
+                            _save_models(weights, settings, layout, tag)
+                        if window == main_window and (epsilon == main_eps or not design.private):
+                            scores = np.concatenate([f.scores for f in per_force])
+                            truth_all = np.concatenate([f.truth for f in per_force])
+                            name = f"{design.name} (eps={eps_label(epsilon)})"
+                            if rows[-1].get("skill") == NO_SKILL:
+                                name += ", no skill"
+                            curves[name] = pr_curve(scores, truth_all)
+                        result.ledger.extend(
+                            {
+                                "retention_days": window,
+                                "design": design.name,
+                                "target_epsilon": epsilon,
+                                **r,
+                            }
+                            for r in ledger_rows
+                        )
+                    for row in with_repeat_spread(runs):
                         result.metrics.append(
                             {
                                 "design": design.name,
@@ -329,21 +406,6 @@ def run_study(
                                 **row,
                             }
                         )
-                    if window == main_window and (epsilon == main_eps or not design.private):
-                        scores = np.concatenate([f.scores for f in per_force])
-                        truth_all = np.concatenate([f.truth for f in per_force])
-                        curves[f"{design.name} (eps={eps_label(epsilon)})"] = pr_curve(
-                            scores, truth_all
-                        )
-                    result.ledger.extend(
-                        {
-                            "retention_days": window,
-                            "design": design.name,
-                            "target_epsilon": epsilon,
-                            **r,
-                        }
-                        for r in ledger_rows
-                    )
                     progress.advance(designs_task)
     timings["total"] = round((datetime.now(UTC) - started).total_seconds(), 3)
     if ray_cluster.temp_dir is not None:
@@ -432,6 +494,8 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
     files.extend(write_table(result.ledger, layout.table(layout.LEDGER)))
     files.extend(write_table(result.retention, layout.table(layout.RETENTION)))
     files.extend(write_table(result.ingest, layout.table(layout.INGEST)))
+    if spec.repeats > 1:
+        files.extend(write_table(result.repeats, layout.table(layout.REPEATS)))
     plots = layout.plots_dir
     plots.mkdir(exist_ok=True)
     if any(m["force"] == "all forces" for m in result.metrics):
@@ -456,6 +520,22 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "spec": spec.to_dict(),
         "as_of": spec.as_of.isoformat(),
         "seed": spec.seed,
+        "repeats": spec.repeats,
+        "training_seeds": [repeat_seed(spec.seed, r) for r in range(spec.repeats)],
+        "simulation_keys": (
+            "SIMULATION ONLY: every force's master secret and first pseudonym key are derived "
+            "from the study seed and the force name (privacy.keys.SimulationSecretSource), so "
+            "a rerun reproduces pseudonyms, split and figures; anyone with the seed can "
+            "recompute them. Deployments (anprfed force init) use OS randomness."
+        ),
+        "uncertainty": {
+            "interval": "95% percentile bootstrap over held-out vehicles, stratified by class",
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "seed": "study seed and force name (the same resamples for every design)",
+            "chance": "held-out prevalence (PR-AUC and precision of a random ranking)",
+            "no_skill": "PR-AUC interval reaches down to chance",
+            "few_positives_below": MIN_POSITIVES,
+        },
         "versions": package_versions(),
         "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
         "public_pretraining": result.public_init,
@@ -468,6 +548,9 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
             "pooled is a non-private counterfactual (a national database); it is not deployable",
             "epsilon is per force for one sweep point; sweep points are separate hypothetical "
             "studies, each with its own ledger namespace",
+            "repeats rerun each design on the same world, keys and split with another "
+            "training seed, to show training variability; each repeat is a hypothetical rerun "
+            "that would spend its own budget, and privacy_ledger lists repeat 0 only",
         ],
         # Every run says which simulation-only settings it used (issue 14): a deployed force's
         # privacy policy refuses all of them.

@@ -101,6 +101,9 @@ class StudySpec:
 
     name: str = "default"
     seed: int = 7
+    # Repeats of every design on the same world, keys and split, each with its own training
+    # seed (DP noise, sampling): the spread across repeats sits beside the bootstrap interval.
+    repeats: int = 1
     world: WorldSpec = field(default_factory=WorldSpec)
     designs: tuple[str, ...] = DESIGNS
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -210,7 +213,7 @@ def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
 
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     """Build and validate a spec from parsed TOML data."""
-    top_known = {"name", "seed", "designs", "study_date", *_SECTIONS}
+    top_known = {"name", "seed", "repeats", "designs", "study_date", *_SECTIONS}
     unknown = sorted(set(data) - top_known)
     if unknown:
         raise SpecError(f"unknown top-level field(s): {', '.join(unknown)}")
@@ -224,6 +227,8 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
         kwargs["name"] = str(data["name"])
     if "seed" in data:
         kwargs["seed"] = _coerce("", "seed", data["seed"], 0)
+    if "repeats" in data:
+        kwargs["repeats"] = _coerce("", "repeats", data["repeats"], 1)
     if "study_date" in data:
         kwargs["study_date"] = _coerce("", "study_date", data["study_date"], date.today())
     if "designs" in data:
@@ -240,6 +245,8 @@ def validate(spec: StudySpec) -> None:
     """Raise ``SpecError`` naming the first field whose value cannot be used."""
     checks: list[tuple[bool, str]] = [
         _designs_check(spec.designs),
+        (spec.seed >= 0, "`seed` must be >= 0"),
+        (1 <= spec.repeats <= 100, "`repeats` must be between 1 and 100"),
         (spec.world.vehicles >= 50, "`world.vehicles` must be at least 50"),
         (spec.world.days >= 7, "`world.days` must be at least 7"),
         (0 < spec.world.prevalence < 0.5, "`world.prevalence` must be in (0, 0.5)"),

@@ -128,7 +128,9 @@ def test_measured_facts_are_present(dpia_dir: Path, audited_run: Path) -> None:
     for column, label in (
         ("alerts_per_tp_realistic", "federated: alerts per true positive"),
         ("false_alerts_per_million_realistic", "federated: false alerts per million vehicles"),
-        ("vehicles_per_tp_realistic", "federated: vehicles processed per true positive"),
+        ("chance", "federated: chance (held-out prevalence)"),
+        ("pr_auc_low", "federated: PR-AUC 95% interval, low"),
+        ("lift", "federated: lift over chance"),
     ):
         assert labels[label]["value"] == pytest.approx(float(fed_all[column].iloc[0]))
     ledger = pd.read_csv(audited_run / "privacy_ledger.csv")
@@ -247,3 +249,34 @@ def test_dpia_command_rejects_a_folder_that_is_not_a_run(tmp_path: Path) -> None
     result = CliRunner().invoke(dpia_app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "manifest.json" in result.output.replace("\n", "")  # rich wraps long paths
+
+
+# ------------------------------------------------------------------------ against chance
+def _with_skill(run: Path, dest: Path, low_above_chance: bool) -> Path:
+    """A copy of the run's files (no stores) whose deployable designs do or do not clear
+    chance; nothing else changed."""
+    copy = dest / ("skilled" if low_above_chance else "no-skill")
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("stores", "keys", "dpia"))
+    metrics = pd.read_csv(copy / "metrics.csv")
+    # skilled: every design clears chance; else the deployable ones do not (pooled unchanged)
+    deployable = metrics["design"].isin(["local-only", "federated"]) | low_above_chance
+    chance = metrics["chance"]
+    metrics.loc[deployable, "pr_auc_low"] = chance[deployable] * (1.5 if low_above_chance else 0.5)
+    metrics.loc[deployable, "skill"] = "above chance" if low_above_chance else "no skill"
+    metrics.to_csv(copy / "metrics.csv", index=False)
+    return copy
+
+
+@pytest.mark.parametrize("skilled", [False, True])
+def test_necessity_says_plainly_when_no_deployable_design_beats_chance(
+    audited_run: Path, tmp_path: Path, skilled: bool
+) -> None:
+    run = _with_skill(audited_run, tmp_path, skilled)
+    write_dpia(run, tmp_path / f"out-{skilled}", checker=None)
+    html = (tmp_path / f"out-{skilled}" / "dpia.html").read_text()
+    necessity = html.split('id="necessity"')[1].split("</section>")[0]
+    statement = "This run does not show that the processing achieves its purpose"
+    assert (statement in necessity) is (not skilled)
+    assert ("no skill" in necessity) is (not skilled)
+    assert "A random ranking raises" in necessity  # alert burden always read against chance
+    assert "vehicles processed per true positive" not in html

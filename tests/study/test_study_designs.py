@@ -82,9 +82,7 @@ def test_sweep_tags_round_trip(tag: SweepTag, text: str) -> None:
     assert SweepTag.parse(text + "x") is None
 
 
-def test_a_registered_design_runs_through_a_tiny_study(
-    toy_design: Design, tmp_path: Path
-) -> None:
+def test_a_registered_design_runs_through_a_tiny_study(toy_design: Design, tmp_path: Path) -> None:
     spec = spec_from_dict(
         {
             "name": "toy",
@@ -110,3 +108,8 @@ def test_a_registered_design_runs_through_a_tiny_study(
         (TOY, 60, layout.rel(layout.checkpoint(tag)))
     ]
     assert layout.plot("utility_vs_epsilon.png").is_file()
+    # ingest.csv and retention.csv agree on each force's convictions
+    ingest = pd.read_csv(layout.csv(layout.INGEST)).set_index("force")
+    retention = pd.read_csv(layout.csv(layout.RETENTION)).set_index("force")
+    for force, row in ingest.iterrows():
+        assert row["convictions_loaded"] == retention.loc[force, "convictions_in_log"]

@@ -47,3 +47,19 @@ def test_a_one_year_window_loses_a_slow_conviction_that_two_years_keep() -> None
     two = {(r["force"]): r for r in two_years}
     assert two["f1"]["conviction_arrived_while_held"] == 2
     assert two["all forces"]["lost_to_deletion_before_conviction"] == 0
+
+
+def test_the_conviction_log_and_the_retention_counts_agree_and_say_why_they_differ() -> None:
+    # f1 reads B only after its offence period: B is in f1's conviction log (the force has read
+    # it) but is not a positive it could learn the offence from.
+    force_1 = _reads([("A", "2024-02-15"), ("B", "2025-05-01")])
+    rows = retention_outcome(TRUTH, [OffenderReads("f1", force_1)], 730, date(2026, 1, 1))
+    f1 = rows[0]
+    assert f1["convictions_in_log"] == 2
+    assert f1["convicted_by_study_date"] == 1
+    assert f1["convicted_not_read_while_offending"] == 1
+    assert (
+        f1["usable_positives_at_study_date"]
+        <= f1["conviction_arrived_while_held"]
+        <= f1["convicted_by_study_date"]
+    )

@@ -32,14 +32,43 @@ from research.dpia.sections.facts import (
     person,
 )
 
+# "Vehicles processed per true positive" is not shown: at a fixed recall r it is
+# 1 / (prevalence x r) for every design, so it says nothing about a design.
 BASE_RATE_COLUMNS = (
     ("pr_auc", "PR-AUC"),
+    ("pr_auc_low", "PR-AUC 95% interval, low"),
+    ("pr_auc_high", "PR-AUC 95% interval, high"),
+    ("chance", "chance (held-out prevalence)"),
+    ("lift", "lift over chance"),
+    ("positives", "held-out positives"),
     ("tpr", "recall at operating point"),
     ("precision_realistic", "precision (realistic prevalence)"),
     ("alerts_per_tp_realistic", "alerts per true positive"),
     ("false_alerts_per_million_realistic", "false alerts per million vehicles"),
-    ("vehicles_per_tp_realistic", "vehicles processed per true positive"),
 )
+MIN_POSITIVES = 20  # research.study.evaluation.MIN_POSITIVES: fewer makes a figure fragile
+
+
+def _skill(row: Any) -> str:
+    """ "no skill" / "above chance" / "undefined", from the row (older runs: from the figures)."""
+    if row is None:
+        return "n/a"
+    if "skill" in row and isinstance(row["skill"], str):
+        return str(row["skill"])
+    low, chance = float(row.get("pr_auc_low", math.nan)), float(row.get("chance", math.nan))
+    if math.isfinite(low) and math.isfinite(chance):
+        return "above chance" if low > chance else "no skill"
+    return "no interval recorded"
+
+
+def _deployable(design: str) -> bool:
+    from research.study.designs import get_design
+    from research.study.designs.registry import UnknownDesignError
+
+    try:
+        return get_design(design).deployable
+    except UnknownDesignError:
+        return design != "pooled"
 
 
 def necessity(f: Facts, s: Section) -> dict[str, Any]:
@@ -56,14 +85,27 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
     s.add(Heading("Does the processing achieve its purpose, and is there a less intrusive way?"))
     designs = f.designs()
     rows = []
+    verdicts: dict[str, str] = {}
+    few: list[str] = []
     for design in designs:
         eps = "non-private" if design == "pooled" else eps_text(f.eps)
+        metric_row = f.metric_row(design)
+        verdicts[design] = _skill(metric_row)
+        if metric_row is not None and int(metric_row.get("positives", 0)) < MIN_POSITIVES:
+            few.append(design)
         rows.append(
             [design, eps]
             + [
-                f.metric(sid, design, col, f"{design}: {label}", kind="number")
+                f.metric(
+                    sid,
+                    design,
+                    col,
+                    f"{design}: {label}",
+                    kind="count" if col == "positives" else "number",
+                )
                 for col, label in BASE_RATE_COLUMNS
             ]
+            + [verdicts[design] + (" (fewer than 20 held-out positives)" if design in few else "")]
         )
     prevalence = run.spec.get("evaluation", {}).get("realistic_prevalence")
     s.add(
@@ -72,12 +114,52 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
             f"{run.spec.get('evaluation', {}).get('recall', 'n/a')}), all forces' held-out "
             f"vehicles, {f.window}-day retention, re-weighted to a realistic prevalence of "
             f"{prevalence if prevalence is not None else 'n/a'}",
-            ["design", "epsilon", *(label for _, label in BASE_RATE_COLUMNS)],
+            ["design", "epsilon", *(label for _, label in BASE_RATE_COLUMNS), "verdict"],
             rows,
         )
     )
+    s.add(
+        Para(
+            [
+                "How to read this table: a model that ranks vehicles at random has a PR-AUC "
+                "equal to the held-out prevalence (\u201cchance\u201d), and its precision at any "
+                "recall is the prevalence too. The interval is a 95% bootstrap over held-out "
+                "vehicles; a design whose interval reaches down to chance is marked \u201cno "
+                "skill\u201d: the run cannot tell it apart from a random ranking."
+            ]
+        )
+    )
+    if few:
+        s.add(
+            Para(
+                [
+                    "Warning: the figures of ",
+                    ", ".join(few),
+                    f" rest on fewer than {MIN_POSITIVES} held-out positives; one more or one "
+                    "fewer offender found would move them visibly, so they are fragile.",
+                ]
+            )
+        )
+    found["verdicts"] = verdicts
+    deployable = [d for d in designs if _deployable(d)]
+    skilled = [d for d in deployable if verdicts.get(d) == "above chance"]
+    found["deployable_beats_chance"] = bool(skilled)
+    if deployable and not skilled:
+        s.add(
+            Para(
+                [
+                    "This run does not show that the processing achieves its purpose. No "
+                    "deployable design (",
+                    ", ".join(deployable),
+                    ") ranks held-out vehicles better than a random ranking would: each one's "
+                    "interval includes chance. On this evidence the processing of every "
+                    "vehicle's reads is not shown to be necessary for finding offenders, and "
+                    "the alert figures below describe a ranking no better than chance.",
+                ]
+            )
+        )
     fed = f.metric_row("federated")
-    if fed is not None and math.isfinite(float(fed.get("vehicles_per_tp_realistic", math.nan))):
+    if fed is not None and math.isfinite(float(fed.get("alerts_per_tp_realistic", math.nan))):
         lfr = book.add(
             sid,
             "LFR: people scanned per arrest",
@@ -86,18 +168,24 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
             "144,366 / 8",
             "count",
         )
+        realistic = run.spec.get("evaluation", {}).get("realistic_prevalence")
+        random_alerts = (
+            book.add(
+                sid,
+                "random ranking: alerts per true positive",
+                1.0 / float(realistic),
+                MANIFEST,
+                "derived from JSON pointer /spec/evaluation/realistic_prevalence: 1 / value",
+                "number",
+            )
+            if realistic
+            else "n/a"
+        )
+        fed_skill = verdicts.get("federated", "n/a")
         s.add(
             Para(
                 [
-                    "Proportionality: at realistic prevalence the federated model processes ",
-                    f.metric(
-                        sid,
-                        "federated",
-                        "vehicles_per_tp_realistic",
-                        "federated: vehicles processed per true positive",
-                        kind="count",
-                    ),
-                    " vehicles and raises ",
+                    "Proportionality: at realistic prevalence the federated model raises ",
                     f.metric(
                         sid,
                         "federated",
@@ -105,8 +193,17 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
                         "federated: alerts per true positive",
                     ),
                     " alerts for every offending vehicle it finds, of which all but one are "
-                    "innocent "
-                    "vehicles. For comparison, the Metropolitan Police's live facial recognition "
+                    "innocent vehicles. A random ranking raises ",
+                    random_alerts,
+                    " alerts per offending vehicle found (one over the prevalence), at any "
+                    "recall. ",
+                    (
+                        "The federated model shows no skill in this run, so its alert burden "
+                        "is that of a random ranking, within the run's uncertainty. "
+                        if fed_skill == "no skill"
+                        else ""
+                    ),
+                    "For comparison, the Metropolitan Police's live facial recognition "
                     "deployments scanned ",
                     lfr,
                     " people per arrest. Each alert must be treated as "
@@ -126,7 +223,9 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
                     f.metric(sid, "local-only", "pr_auc", "local-only: PR-AUC"),
                     " against ",
                     f.metric(sid, "federated", "pr_auc", "federated: PR-AUC"),
-                    " federated. The pooled national database reaches ",
+                    f" federated ({verdicts.get('local-only', 'n/a')} and "
+                    f"{verdicts.get('federated', 'n/a')} respectively, against chance "
+                    "at the held-out prevalence). The pooled national database reaches ",
                     f.metric(sid, "pooled", "pr_auc", "pooled: PR-AUC")
                     if "pooled" in designs
                     else "n/a",
@@ -354,7 +453,18 @@ def _retention_outcome(f: Facts, s: Section) -> None:
     if ret.empty:
         s.add(Missing("retention outcome (retention.csv)", "run `anprfed study run`"))
         return
-    rows = []
+    columns = [
+        ("offenders_seen", "offenders seen"),
+        ("convictions_in_log", "in the conviction logs (ingest.csv)"),
+        ("convicted_not_read_while_offending", "convicted, never read while offending"),
+        ("convicted_by_study_date", "convicted by study date, read while offending"),
+        ("conviction_arrived_while_held", "conviction arrived while reads held"),
+        ("lost_to_deletion_before_conviction", "lost to deletion first"),
+        ("usable_positives_at_study_date", "usable positives"),
+        ("not_yet_convicted", "not yet convicted"),
+    ]
+    columns = [(c, label) for c, label in columns if c in ret.columns]
+    rows, few = [], []
     for _, r in ret[ret["force"] == ALL_FORCES].iterrows():
         days = int(r["retention_days"])
         loc = f"row retention_days={days}, force=all forces; column "
@@ -362,32 +472,40 @@ def _retention_outcome(f: Facts, s: Section) -> None:
             [f"{days} days"]
             + [
                 book.add(sid, f"{days}d: {col}", r[col], RETENTION, loc + col, "count")
-                for col in (
-                    "offenders_seen",
-                    "convicted_by_study_date",
-                    "conviction_arrived_while_held",
-                    "lost_to_deletion_before_conviction",
-                    "usable_positives_at_study_date",
-                    "not_yet_convicted",
-                )
-                if col in r
+                for col, _ in columns
             ]
         )
+        if int(r.get("usable_positives_at_study_date", 0)) < MIN_POSITIVES:
+            few.append(f"{days} days")
     s.add(
         Table(
             "Planted offenders and their convictions against the retention window (all forces)",
-            [
-                "retention",
-                "offenders seen",
-                "convicted by study date",
-                "conviction arrived while reads held",
-                "lost to deletion first",
-                "usable positives",
-                "not yet convicted",
-            ],
+            ["retention", *(label for _, label in columns)],
             rows,
         )
     )
+    if "convictions_in_log" in ret.columns:
+        s.add(
+            Para(
+                [
+                    "The conviction logs (ingest.csv, convictions_loaded) hold every convicted "
+                    "offender a force has read at all; only those read during their offence "
+                    "period can teach a model the offence, and only those whose offence-period "
+                    "reads are still held on the study date are usable positives."
+                ]
+            )
+        )
+    if few:
+        s.add(
+            Para(
+                [
+                    "Warning: with a retention window of ",
+                    ", ".join(few),
+                    f", fewer than {MIN_POSITIVES} usable positives remain across all forces: "
+                    "too few to train on or to measure a model with.",
+                ]
+            )
+        )
     rel = "plots/retention_outcome.png"
     if run.has(rel):
         book.hash_file(rel)

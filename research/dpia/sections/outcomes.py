@@ -230,7 +230,8 @@ def measures(f: Facts, s: Section, checks: list[StoreCheck], risks: list[dict[st
         "locations": "Location-free features; egress guard enforces the array/metric contract.",
         "rng": "Noise seeded per round from the force's OS CSPRNG; a deployed force refuses a "
         "server-chosen training seed (simulation only); move to secure mode when torchcsprng "
-        "is available.",
+        "is available. A simulated study also fixes its keys from the spec's seed so its "
+        "figures repeat; the manifest says so.",
         "server": "Each force's own privacy policy bounds every round (budget, fixed delta, "
         "minimum noise, sample rate, evaluate cap, test fraction); returned scalars are "
         "charged DP releases; keyed, anchored ledger; tests/adversarial.",
@@ -308,6 +309,15 @@ def residual_risks(f: Facts, found: dict[str, Any]) -> list[dict[str, str]]:
             "evaluation and audits on real data inside each force.",
         },
     ]
+    if found.get("deployable_beats_chance") is False:
+        items.insert(
+            0,
+            {
+                "risk": "The run does not show the processing achieves its purpose",
+                "detail": "No deployable design ranks held-out vehicles better than chance "
+                "(every interval includes the held-out prevalence): necessity is not shown.",
+            },
+        )
     if found.get("mi_within_claim") is False:
         items.insert(
             0,

@@ -230,6 +230,12 @@ def risks(
                     "count",
                 ),
                 " false alerts per million vehicles",
+                (
+                    " (the federated model shows no skill in this run: its interval includes "
+                    "chance, so these are the figures of a random ranking)"
+                    if found.get("verdicts", {}).get("federated") == "no skill"
+                    else ""
+                ),
             ],
             "probable" if apt > 10 else "possible",
             "significant",
