@@ -350,6 +350,14 @@ def _disparity(f: Facts, s: Section) -> dict[str, Any]:
                 force,
                 cam_cell,
                 f.metric(sid, design, "positives", f"{force}: held-out positives", force, "count"),
+                f.metric(sid, design, "pr_auc", f"{force}: PR-AUC", force),
+                f.metric(sid, design, "chance", f"{force}: chance", force),
+                _skill(row)
+                + (
+                    f" (fewer than {MIN_POSITIVES} positives)"
+                    if int(row.get("positives", 0)) < MIN_POSITIVES
+                    else ""
+                ),
                 f.metric(sid, design, "tpr", f"{force}: recall", force),
                 f.metric(
                     sid,
@@ -375,7 +383,16 @@ def _disparity(f: Facts, s: Section) -> dict[str, Any]:
     s.add(
         Table(
             f"Per-force results of the {design} model (held-out vehicles; realistic prevalence)",
-            ["force", "cameras", "held-out positives", "recall", "false alerts per million"],
+            [
+                "force",
+                "cameras",
+                "held-out positives",
+                "PR-AUC",
+                "chance",
+                "verdict",
+                "recall",
+                "false alerts per million",
+            ],
             rows,
         )
     )
