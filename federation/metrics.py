@@ -292,3 +292,27 @@ def bootstrap_pr_figures(
         return BootstrapInterval(float(low), float(high), len(v), level)
 
     return interval(aps), interval(precisions)
+
+
+def random_ranking_pr_auc(
+    positives: int, vehicles: int, *, draws: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """PR-AUC of ``draws`` random rankings of ``vehicles`` with ``positives`` positives.
+
+    The null distribution a ranking is tested against. Its mean is above the prevalence when
+    positives are few (the first positive found early pulls it up): with 156 positives in
+    5,475 vehicles it is 0.0300 against a prevalence of 0.0285, and its 97.5th percentile
+    0.036. Vectorised: each row draws the positives' ranks without replacement.
+    """
+    if not 0 < positives < vehicles:
+        return np.full(0, math.nan)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // vehicles)
+    out = []
+    k = np.arange(1, positives + 1, dtype=np.float64)
+    for start in range(0, draws, chunk):
+        rows = min(chunk, draws - start)
+        keys = rng.random((rows, vehicles))
+        ranks = np.sort(np.argpartition(keys, positives - 1, axis=1)[:, :positives], axis=1)
+        out.append(np.mean(k / (ranks + 1.0), axis=1))
+    return np.concatenate(out)

@@ -12,8 +12,10 @@ recall) equal to the held-out prevalence (``chance``). PR-AUC and precision carr
 bootstrap interval over held-out vehicles (``federation.metrics.bootstrap_pr_figures``,
 stratified by class, seeded from the study seed and the force, so every design of a study is
 resampled the same way); ``lift`` is PR-AUC / chance with its interval; ``skill`` says
-"no skill" when the PR-AUC interval reaches down to chance; ``few_positives`` flags a figure
-resting on fewer than ``MIN_POSITIVES`` held-out positives.
+"no skill" when the PR-AUC interval reaches down to chance or when random rankings of the same
+vehicles reach the observed PR-AUC in 5% of draws or more (``p_random``; with few positives a
+random ranking's PR-AUC, ``random_pr_auc_mean``, sits above the prevalence); ``few_positives``
+flags a figure resting on fewer than ``MIN_POSITIVES`` held-out positives.
 
 There is no "vehicles processed per true positive" column: at a fixed recall r it is
 1 / (prevalence x r) for every design (800 vehicles at 1 in 400 and r = 0.5), so it says
@@ -34,6 +36,7 @@ from federation.metrics import (
     operating_point_at_recall,
     pr_auc,
     precision_at_prevalence,
+    random_ranking_pr_auc,
 )
 
 ALL_FORCES = "all forces"
@@ -65,11 +68,20 @@ def bootstrap_seed(study_seed: int, force: str) -> int:
     return (int(study_seed) * 1_000_003 + zlib.crc32(force.encode("utf-8"))) % 2**32
 
 
-def skill_label(pr_auc_low: float, chance: float) -> str:
-    """ "no skill" when the PR-AUC interval reaches chance, "above chance" when it clears it."""
+SKILL_ALPHA = 0.05
+
+
+def skill_label(pr_auc_low: float, chance: float, p_random: float = 0.0) -> str:
+    """The verdict: "above chance" only if the PR-AUC interval clears chance *and* random
+    rankings of the same vehicles reach the observed PR-AUC with probability below
+    ``SKILL_ALPHA``; else "no skill" ("undefined" without an interval).
+
+    The second test matters with few positives: a random ranking's PR-AUC is then above the
+    prevalence on average, so an interval can clear the prevalence without beating random.
+    """
     if not (math.isfinite(pr_auc_low) and math.isfinite(chance)):
         return UNDEFINED
-    return ABOVE_CHANCE if pr_auc_low > chance else NO_SKILL
+    return ABOVE_CHANCE if pr_auc_low > chance and p_random < SKILL_ALPHA else NO_SKILL
 
 
 def score_row(
@@ -96,6 +108,8 @@ def score_row(
         for key in (
             "pr_auc_low",
             "pr_auc_high",
+            "random_pr_auc_mean",
+            "p_random",
             "lift",
             "lift_low",
             "lift_high",
@@ -118,13 +132,17 @@ def score_row(
         y, scores, recall=recall, resamples=resamples, seed=seed
     )
     pr = float(row["pr_auc"])  # type: ignore[arg-type]
+    null = random_ranking_pr_auc(positives, n, draws=resamples, seed=seed)
+    p_random = float((1 + np.sum(null >= pr)) / (1 + len(null)))
     row.update(
         pr_auc_low=ap_ci.low,
         pr_auc_high=ap_ci.high,
+        random_pr_auc_mean=float(null.mean()),
+        p_random=p_random,
         lift=pr / chance,
         lift_low=ap_ci.low / chance,
         lift_high=ap_ci.high / chance,
-        skill=skill_label(ap_ci.low, chance),
+        skill=skill_label(ap_ci.low, chance, p_random),
         few_positives=positives < MIN_POSITIVES,
     )
     point = operating_point_at_recall(y, scores, recall)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,17 +29,18 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _interval(row: dict[str, Any], figure: str, digits: int = 3) -> str:
+    """The figure, and its interval on a second line (keeps the table narrow)."""
     low, high = row.get(f"{figure}_low", math.nan), row.get(f"{figure}_high", math.nan)
     if not (isinstance(low, float) and math.isfinite(low)):
         return _fmt(row.get(figure, math.nan), digits)
-    return f"{_fmt(row[figure], digits)} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{_fmt(row[figure], digits)}\n[{low:.{digits}f}–{high:.{digits}f}]"
 
 
 def _repeat_spread(row: dict[str, Any]) -> str:
     sd = row.get("pr_auc_repeat_sd", math.nan)
     if int(row.get("repeats", 1) or 1) < 2 or not math.isfinite(float(sd)):
         return ""
-    return f" ±{float(sd):.3f} (sd, {int(row['repeats'])} repeats)"
+    return f"\n±{float(sd):.3f} sd ({int(row['repeats'])} runs)"
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -55,6 +57,7 @@ def _positives(row: dict[str, Any]) -> str:
 def summary_table(result: Any) -> Table:
     """All-forces figures per design, epsilon and retention window, each against chance."""
     table = Table(
+        box=box.SIMPLE_HEAD,
         title=f"Study {result.spec.name}: held-out vehicles, all forces",
         caption="ε ∞ = non-private. [95% bootstrap interval over held-out vehicles]. chance = "
         "held-out prevalence (PR-AUC and precision of a random ranking); lift = PR-AUC / "
@@ -66,17 +69,17 @@ def summary_table(result: Any) -> Table:
     for name, justify in (
         ("design", "left"),
         ("ε", "right"),
-        ("retention", "right"),
-        ("PR-AUC [95% CI]", "right"),
+        ("ret.", "right"),
+        ("PR-AUC\n[95% CI]", "right"),
         ("chance", "right"),
-        ("lift [95% CI]", "right"),
-        ("P@R [95% CI]", "right"),
-        ("alerts /TP", "right"),
-        ("false /M", "right"),
-        ("test +", "right"),
+        ("lift\n[95% CI]", "right"),
+        ("P@R\n[95% CI]", "right"),
+        ("alerts\n/TP", "right"),
+        ("false\n/M", "right"),
+        ("test\n+", "right"),
         ("verdict", "left"),
     ):
-        table.add_column(name, justify=justify, no_wrap=name in ("design", "ε", "retention"))
+        table.add_column(name, justify=justify, no_wrap=True)
     for m in result.metrics:
         if m["force"] != ALL_FORCES:
             continue
@@ -153,7 +156,14 @@ def retention_table(result: Any) -> Table:
 
 def print_summary(result: Any, console: Console) -> None:
     """Print the summary tables and where the results are."""
-    console.print(summary_table(result))
+    # Wide enough for every column when the output is a log file (rich's default is 80).
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, 124)
+    try:
+        console.print(summary_table(result))
+    finally:
+        console.width = width
     verdict = deployable_verdict(result.metrics)
     if verdict:
         console.print(f"[bold]{verdict}[/bold]")

@@ -140,3 +140,17 @@ def test_the_console_summary_reads_every_figure_against_chance() -> None:
     for row in metrics:
         row["skill"] = ABOVE_CHANCE if row["design"] == "federated" else row["skill"]
     assert deployable_verdict(metrics) == ""
+
+
+def test_a_random_scorer_is_rarely_called_skilled_even_with_few_positives() -> None:
+    """With 8 positives a random ranking's PR-AUC sits well above the prevalence on average;
+    the verdict must still call random scorers "no skill" about 95% of the time."""
+    skilled = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        y = np.zeros(800)
+        y[rng.permutation(800)[:8]] = 1.0
+        row = score_row(rng.random(800), y, 0.5, 1 / 400, resamples=300, seed=seed)
+        assert row["random_pr_auc_mean"] > row["chance"]
+        skilled += row["skill"] == ABOVE_CHANCE
+    assert skilled <= 10

@@ -124,8 +124,10 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
                 "How to read this table: a model that ranks vehicles at random has a PR-AUC "
                 "equal to the held-out prevalence (\u201cchance\u201d), and its precision at any "
                 "recall is the prevalence too. The interval is a 95% bootstrap over held-out "
-                "vehicles; a design whose interval reaches down to chance is marked \u201cno "
-                "skill\u201d: the run cannot tell it apart from a random ranking."
+                "vehicles; a design is marked \u201cno skill\u201d when that interval reaches "
+                "down to chance, or when random rankings of the same vehicles reach its PR-AUC "
+                "in 5% of draws or more (with few positives a random ranking scores above the "
+                "prevalence): the run cannot tell it apart from a random ranking."
             ]
         )
     )
