@@ -533,7 +533,8 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
             "resamples": BOOTSTRAP_RESAMPLES,
             "seed": "study seed and force name (the same resamples for every design)",
             "chance": "held-out prevalence (PR-AUC and precision of a random ranking)",
-            "no_skill": "PR-AUC interval reaches down to chance",
+            "no_skill": "PR-AUC interval reaches down to chance, or random rankings of the "
+            "same held-out vehicles reach the PR-AUC in 5% of draws or more (p_random)",
             "few_positives_below": MIN_POSITIVES,
         },
         "versions": package_versions(),

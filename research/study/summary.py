@@ -61,7 +61,8 @@ def summary_table(result: Any) -> Table:
         title=f"Study {result.spec.name}: held-out vehicles, all forces",
         caption="ε ∞ = non-private. [95% bootstrap interval over held-out vehicles]. chance = "
         "held-out prevalence (PR-AUC and precision of a random ranking); lift = PR-AUC / "
-        'chance. "no skill": the PR-AUC interval reaches chance. ⚠ = fewer than '
+        'chance. "no skill": the PR-AUC interval reaches chance, or random rankings of the '
+        "same vehicles reach the PR-AUC in 5% of draws or more. ⚠ = fewer than "
         f"{MIN_POSITIVES} held-out positives: the figure is fragile. Alert figures are "
         "re-weighted to the realistic prevalence: alerts per true positive found, false "
         "alerts per million vehicles.",
