@@ -215,21 +215,19 @@ class BootstrapInterval:
         return math.isfinite(self.low) and self.low > value
 
 
-def _grouped_counts(
-    y: np.ndarray, s: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative (TP, FP) at each distinct score, highest first, for each weight row.
-
-    ``weights`` is (resamples, vehicles): how often each vehicle was drawn. Vehicles with tied
-    scores form one operating point, as in :func:`pr_auc`.
-    """
+def _sorted_positive_view(
+    y: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Score order (highest first), the positives' places in it, and for each positive the
+    last place of its tie group and how many positives come up to that place."""
     order = np.argsort(-s, kind="stable")
     s_sorted, y_sorted = s[order], y[order]
-    w = weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    tp = np.cumsum(np.add.reduceat(w * y_sorted, starts, axis=1), axis=1)
-    fp = np.cumsum(np.add.reduceat(w * (1.0 - y_sorted), starts, axis=1), axis=1)
-    return tp, fp
+    group_end = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s) - 1]
+    end_of = np.repeat(group_end, np.diff(np.r_[-1, group_end]))  # each place -> group end
+    pos_places = np.flatnonzero(y_sorted == 1.0)
+    ends = end_of[pos_places]
+    positives_upto = np.searchsorted(pos_places, ends, side="right") - 1
+    return order, pos_places, ends, positives_upto
 
 
 def _resample_weights(y: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -274,14 +272,17 @@ def bootstrap_pr_figures(
         return nan, nan
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // max(len(y), 1))
+    order, pos_places, ends, upto = _sorted_positive_view(y, s)
     aps, precisions = [], []
     for start in range(0, resamples, chunk):
-        weights = _resample_weights(y, min(chunk, resamples - start), rng)
-        tp, fp = _grouped_counts(y, s, weights)
-        flagged = tp + fp
+        weights = _resample_weights(y, min(chunk, resamples - start), rng)[:, order]
+        # Only places holding a positive change recall: evaluate there (at the end of their
+        # tie group, where the operating point is), so just one dense cumulative sum remains.
+        flagged = np.cumsum(weights, axis=1)[:, ends]
+        drawn = weights[:, pos_places]
+        tp = np.cumsum(drawn, axis=1)[:, upto]
         precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
-        recall_steps = np.diff(np.c_[np.zeros(len(tp)), tp], axis=1) / positives
-        aps.append(np.sum(recall_steps * precision, axis=1))
+        aps.append(np.sum(drawn * precision, axis=1) / positives)
         first = np.argmax(tp / positives >= recall - 1e-12, axis=1)
         precisions.append(precision[np.arange(len(tp)), first])
     tail = (1.0 - level) / 2.0 * 100.0

@@ -154,3 +154,29 @@ def test_a_random_scorer_is_rarely_called_skilled_even_with_few_positives() -> N
         assert row["random_pr_auc_mean"] > row["chance"]
         skilled += row["skill"] == ABOVE_CHANCE
     assert skilled <= 10
+
+
+def test_the_vectorised_bootstrap_scores_a_resample_exactly_as_pr_auc_does() -> None:
+    """A row of draw counts must score like the resampled vehicles written out one by one
+    (ties included), else the interval is an interval of some other figure."""
+    from federation.metrics import _sorted_positive_view
+
+    rng = np.random.default_rng(4)
+    for _ in range(150):
+        n = int(rng.integers(6, 60))
+        y = (rng.random(n) < 0.3).astype(float)
+        y[:2] = (1.0, 0.0)
+        s = np.round(rng.random(n), 1)  # many ties
+        w = rng.integers(0, 3, n).astype(float)
+        w[0] = max(w[0], 1.0)
+        yy, ss = np.repeat(y, w.astype(int)), np.repeat(s, w.astype(int))
+        order, places, ends, upto = _sorted_positive_view(y, s)
+        weights = w[None, order]
+        flagged = np.cumsum(weights, axis=1)[:, ends]
+        drawn = weights[:, places]
+        tp = np.cumsum(drawn, axis=1)[:, upto]
+        precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
+        ap = float(np.sum(drawn * precision) / yy.sum())
+        assert ap == pytest.approx(pr_auc(yy, ss), abs=1e-12)
+        first = int(np.argmax(tp[0] / yy.sum() >= 0.5 - 1e-12))
+        assert precision[0, first] == pytest.approx(precision_at_recall(yy, ss), abs=1e-12)
