@@ -54,6 +54,7 @@ def test_the_interval_is_reproducible_from_its_seed_and_narrows_with_more_data()
     assert (a.high - a.low) < (small.high - small.low)
 
 
+@pytest.mark.slow  # 60 epochs of training: ~20 s idle, over a minute on a loaded machine
 def test_a_trained_non_private_model_clears_chance_on_a_learnable_world() -> None:
     torch.manual_seed(0)
     w = make_toy_world(n_vehicles=500, n_cameras=30, days=21, prevalence=0.1, seed=5)
