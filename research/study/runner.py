@@ -134,6 +134,9 @@ def study_settings(
         learning_rate=t.learning_rate,
         batch_size=t.batch_size,
         dp_target_epsilon=epsilon if math.isfinite(epsilon) else spec.dp.epsilon,
+        # eps = inf: a NON-PRIVATE reference round (the simulated forces' policy allows it;
+        # nothing is charged to the ledger and the reply says epsilon = inf, delta = 1).
+        dp_enabled=math.isfinite(epsilon),
         dp_delta=spec.dp.delta or 0.0,
         dp_max_grad_norm=spec.dp.max_grad_norm,
         dp_recipe=t.recipe,
@@ -283,7 +286,10 @@ def run_study(
     points = spec.sweep_points()
     windows = list(dict.fromkeys(w for w, _ in points))
     designs = [get_design(name) for name in spec.designs]
-    n_design_runs = sum(len(points) if d.private else len(windows) for d in designs)
+    n_references = 1 if spec.dp.nonprivate_references else 0
+    n_design_runs = sum(
+        len(points) + n_references if d.private else len(windows) for d in designs
+    )
     layout = RunLayout(out)
     ray_cluster = StudyRayCluster(os.cpu_count() or 1, layout.server_dir / "ray-head.log")
     with (
@@ -324,6 +330,8 @@ def run_study(
                 result.retention.extend(_retention_rows(spec, world_dir, truth, forces, window))
             for design in designs:
                 epsilons = [e for w, e in points if w == window]
+                if spec.dp.nonprivate_references and window == main_window:
+                    epsilons.append(math.inf)  # the design without DP (simulation only)
                 for epsilon in epsilons if design.private else [math.inf]:
                     tag = SweepTag(design.name, epsilon, window)
                     label = f"{design.name} eps={eps_label(epsilon)} retention={window}d"
@@ -449,7 +457,8 @@ def _resumable_design_run(
     resume.forget_record(layout.root, name)
     if Path(settings.results_dir).is_dir():
         shutil.rmtree(settings.results_dir)
-    if design.private:
+    spends_budget = design.private and settings.dp_enabled
+    if spends_budget:
         for node in nodes:
             store_reuse.reset_scoped_ledger(node.ledger_path(settings))
     try:
@@ -457,7 +466,7 @@ def _resumable_design_run(
     except LocalWorkerError as exc:
         raise StudyError(str(exc)) from None
     per_force = _evaluate(nodes, weights, settings)
-    ledger = [r for n in nodes for r in n.ledger_rows(settings)] if design.private else []
+    ledger = [r for n in nodes for r in n.ledger_rows(settings)] if spends_budget else []
     resume.save_record(layout.root, name, key, per_force, ledger)
     return per_force, ledger, weights
 

@@ -50,6 +50,10 @@ class DPSpec:
     delta: float | None = None  # None: 1 / (10 x the force's training vehicles)
     max_grad_norm: float = 1.0
     epsilon_sweep: tuple[float, ...] = ()
+    # Also run every DP design once WITHOUT DP (eps = inf, no ledger spend) at the main
+    # retention window, so a study separates what federation costs from what DP costs.
+    # Simulation only: a force's policy refuses non-private rounds in deployment.
+    nonprivate_references: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,11 +274,15 @@ def validate(spec: StudySpec) -> None:
         (spec.training.model_conv_layers >= 0, "`training.model_conv_layers` must be >= 0"),
         (
             all(0 < e < math.inf for e in spec.epsilons()),
-            "`dp.epsilon` and `dp.epsilon_sweep` values must be positive and finite (the "
-            "non-private reference is the `pooled` design)",
+            "`dp.epsilon` and `dp.epsilon_sweep` values must be positive and finite (for "
+            "non-private references of the DP designs set `dp.nonprivate_references = true`)",
         ),
         (spec.dp.delta is None or 0 < spec.dp.delta < 1, "`dp.delta` must be in (0, 1)"),
         (spec.dp.max_grad_norm > 0, "`dp.max_grad_norm` must be positive"),
+        (
+            isinstance(spec.dp.nonprivate_references, bool),
+            "`dp.nonprivate_references` must be true or false",
+        ),
         (all(w >= 1 for w in spec.retention_windows()), "`retention` windows must be >= 1 day"),
         (0 < spec.evaluation.test_fraction < 1, "`evaluation.test_fraction` must be in (0, 1)"),
         (
