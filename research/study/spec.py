@@ -6,6 +6,7 @@ scenario (``research/study/default_study.toml``). Every validation error names t
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -198,12 +199,39 @@ def _number(value: Any, kind: type) -> Any:
     return float(value)
 
 
+def _nearest(name: str, known: Any) -> str:
+    """`` (did you mean `x`?)`` for the closest known name, or nothing if none is close."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _elsewhere(name: str, where: str) -> str:
+    """`` (a field of [dp])`` when ``name`` belongs to another section, else nothing."""
+    for section, cls in _SECTIONS.items():
+        if section != where and name in asdict(cls()):
+            return f" (a field of [{section}], not of this section)"
+    return ""
+
+
+def _refuse_unknown(where: str, data: dict[str, Any], known: set[str]) -> None:
+    """Raise ``SpecError`` for the first unknown field, naming its section and the nearest name.
+
+    ``where`` is the section (``"world"``) or ``""`` for the top level.
+    """
+    unknown = sorted(set(data) - known)
+    if not unknown:
+        return
+    section = f"[{where}]" if where else "the top level"
+    problems = [f"`{name}`{_elsewhere(name, where) or _nearest(name, known)}" for name in unknown]
+    raise SpecError(
+        f"unknown field(s) in {section}: {', '.join(problems)}; "
+        f"known fields there: {', '.join(sorted(known))}"
+    )
+
+
 def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
     defaults = cls()
-    known = {f for f in asdict(defaults)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SpecError(f"unknown field(s) in [{where}]: {', '.join(unknown)}")
+    _refuse_unknown(where, data, set(asdict(defaults)))
     values = {k: _coerce(where, k, v, getattr(defaults, k)) for k, v in data.items()}
     return replace(defaults, **values)
 
@@ -211,9 +239,7 @@ def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     """Build and validate a spec from parsed TOML data."""
     top_known = {"name", "seed", "designs", "study_date", *_SECTIONS}
-    unknown = sorted(set(data) - top_known)
-    if unknown:
-        raise SpecError(f"unknown top-level field(s): {', '.join(unknown)}")
+    _refuse_unknown("", data, top_known)
     kwargs: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         raw = data.get(section, {})
@@ -279,6 +305,12 @@ def validate(spec: StudySpec) -> None:
     for ok, message in checks:
         if not ok:
             raise SpecError(message)
+    if spec.training.proximal_mu > 0 and spec.training.strategy != "fedprox":
+        raise SpecError(
+            f"`training.proximal_mu` = {spec.training.proximal_mu:g} has no effect with "
+            f"`training.strategy` = {spec.training.strategy!r} (only FedProx uses a proximal "
+            "term): set `strategy = \"fedprox\"` or `proximal_mu = 0`"
+        )
 
 
 def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
@@ -287,7 +319,8 @@ def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
 
     known = design_names()
     bad = [d for d in designs if d not in known]
-    return (not bad, f"`designs`: unknown design(s) {bad}; must be among {known}")
+    hints = "".join(_nearest(d, known) for d in bad[:1])
+    return (not bad, f"`designs`: unknown design(s) {bad}{hints}; must be among {known}")
 
 
 def load_spec(path: Path) -> StudySpec:
