@@ -92,6 +92,42 @@ def run(
     print_summary(result, console)
 
 
+@app.command("compare")
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Results folders of `anprfed study run`."),
+    out: Path = typer.Option(
+        Path("runs/compare"), "--out", "-o", help="Folder for compare.csv/json and the others."
+    ),
+    baseline: int = typer.Option(
+        0, help="Index (0-based, in the order given) of the run the others are set against."
+    ),
+    replicates: int = typer.Option(1000, min=100, help="Bootstrap replicates per interval."),
+) -> None:
+    """Compare runs: PR-AUC with intervals, lift over chance, paired differences, privacy spent.
+
+    Writes compare.csv/json (one row per run, design, ε and retention window),
+    compare_designs.csv/json (paired differences between designs inside each run) and
+    compare_budgets.csv/json (each force's total ε over all DP trainings of each run).
+    Exit codes: 0 = done; 2 = a folder is not a study results folder.
+    """
+    from research.study.compare import (
+        CompareError,
+        compare_runs,
+        comparison_tables,
+        write_comparison,
+    )
+
+    try:
+        comparison = compare_runs(run_dirs, baseline=baseline, replicates=replicates)
+    except (CompareError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for table in comparison_tables(comparison):
+        console.print(table)
+    files = write_comparison(comparison, out)
+    console.print(f"Wrote {', '.join(p.name for p in files)} to {out}")
+
+
 @app.command("example")
 def example(
     scenario: str = typer.Option(

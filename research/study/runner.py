@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -37,8 +38,10 @@ from research.study import resume, store_reuse
 from research.study import world as world_io
 from research.study.designs import DesignContext, get_design
 from research.study.designs.local_only import LocalWorkerError, LocalWorkers
-from research.study.evaluation import ForceScores, evaluate_design, pr_curve
+from research.study.evaluation import ALL_FORCES, ForceScores, evaluate_design, pr_curve
 from research.study.federated import force_resource, place_forces
+from research.study.held_out import FOLDER as HELD_OUT_FOLDER
+from research.study.held_out import force_split, save_held_out
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
@@ -68,6 +71,7 @@ class StudyResult:
     files: list[Path] = field(default_factory=list)
     simulation_dirs: list[Path] = field(default_factory=list)  # Ray's session files
     public_init: dict[str, Any] | None = None  # the public pre-trained start, if any
+    run_id: str = ""
 
 
 @contextmanager
@@ -222,6 +226,27 @@ def _evaluate(
     return per_force
 
 
+def _keep_held_out(
+    nodes: list[Any], per_force: list[ForceScores], settings: FlowerSettings, path: Path
+) -> dict[str, dict[str, int]]:
+    """Save the held-out scores with each force's split; training counts by force name."""
+    splits = [force_split(node.name, node.dataset(settings)) for node in nodes]
+    save_held_out(path, per_force, splits)
+    counts = {
+        s.force: {"train_vehicles": s.train_vehicles, "train_positives": s.train_positives}
+        for s in splits
+    }
+    counts[ALL_FORCES] = {
+        key: sum(c[key] for c in counts.values()) for key in ("train_vehicles", "train_positives")
+    }
+    return counts
+
+
+def new_run_id(name: str, started: datetime) -> str:
+    """A run's id: the study name, the UTC start time and a random suffix."""
+    return f"{_slug(name)}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
 def run_study(
     spec: StudySpec,
     out: Path,
@@ -245,6 +270,7 @@ def run_study(
     result = StudyResult(spec=spec, out=out)
     timings = result.timings
     started = datetime.now(UTC)
+    result.run_id = new_run_id(spec.name, started)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     main_eps = spec.dp.epsilon
     main_window = spec.retention.max_age_days
@@ -316,6 +342,9 @@ def run_study(
                         per_force, ledger_rows, weights = _resumable_design_run(
                             design, context, layout, [store_reuse.store_key(spec, window)], rerun
                         )
+                        counts = _keep_held_out(
+                            nodes, per_force, settings, out / HELD_OUT_FOLDER / f"{tag}.npz"
+                        )
                     if weights is not None and not design.keeps_own_checkpoint:
                         _save_models(weights, settings, layout, tag)
                     for row in evaluate_design(
@@ -327,6 +356,7 @@ def run_study(
                                 "epsilon": epsilon,
                                 "retention_days": window,
                                 **row,
+                                **counts.get(str(row["force"]), {}),
                             }
                         )
                     if window == main_window and (epsilon == main_eps or not design.private):
@@ -337,6 +367,7 @@ def run_study(
                         )
                     result.ledger.extend(
                         {
+                            "run_id": result.run_id,
                             "retention_days": window,
                             "design": design.name,
                             "target_epsilon": epsilon,
@@ -452,6 +483,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
     if result.retention:
         files.append(plot_retention_outcome(result.retention, plots / "retention_outcome.png"))
     manifest = {
+        "run_id": result.run_id,
         "study": spec.name,
         "spec": spec.to_dict(),
         "as_of": spec.as_of.isoformat(),
@@ -460,7 +492,8 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
         "public_pretraining": result.public_init,
         "timings_s": result.timings,
-        "simulation_dirs": [str(p) for p in result.simulation_dirs],
+        # Where Ray kept its session files, without this machine's absolute path.
+        "simulation_dirs": [_portable(p, out) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "complete": True,
         "files": sorted(layout.rel(p) for p in files),
@@ -479,6 +512,14 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         },
     }
     files.append(write_json(layout.manifest, manifest))
+
+
+def _portable(path: Path, out: Path) -> str:
+    """``path`` relative to the results folder, or its name under the system temp folder."""
+    path = Path(path)
+    if path.is_relative_to(out):
+        return str(path.relative_to(out))
+    return f"<system temp dir>/{path.name}"
 
 
 def _slug(text: str) -> str:

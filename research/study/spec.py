@@ -309,7 +309,7 @@ def validate(spec: StudySpec) -> None:
         raise SpecError(
             f"`training.proximal_mu` = {spec.training.proximal_mu:g} has no effect with "
             f"`training.strategy` = {spec.training.strategy!r} (only FedProx uses a proximal "
-            "term): set `strategy = \"fedprox\"` or `proximal_mu = 0`"
+            'term): set `strategy = "fedprox"` or `proximal_mu = 0`'
         )
 
 
