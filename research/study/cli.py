@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -90,6 +91,48 @@ def run(
         sys.stderr.flush()
         os._exit(exc.exit_code)
     print_summary(result, console)
+    if spec.positives.enabled:
+        _positives(spec, out)
+
+
+def _positives(spec: Any, out: Path) -> None:
+    """Run the positives sweep, record it in the manifest and print its answer."""
+    from research.study.positives import needed_table, record_in_manifest, run_positives_sweep
+    from research.study.runner import StudyError
+
+    try:
+        sweep = run_positives_sweep(spec, out, console=console)
+    except StudyError as exc:
+        console.print(f"[red]positives sweep failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    record_in_manifest(out, sweep)
+    console.print(needed_table(sweep))
+
+
+@app.command("positives")
+def positives(
+    spec_path: Path = typer.Argument(..., help="Study spec (TOML) with a [positives] section."),
+    out: Path = typer.Option(Path("runs/positives"), "--out", "-o", help="Results folder."),
+) -> None:
+    """Only the "how many positives are needed" sweep of a spec (no main study).
+
+    Writes positives_sweep.csv/json (every point), positives_needed.csv/json (per design, the
+    smallest number of training positives that beats chance and that reaches 5 x chance) and
+    plots/positives_needed.png; each sweep run's own results under OUT/positives/.
+    Exit codes: 0 = done; 2 = bad spec; 1 = a sweep run failed.
+    """
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not spec.positives.enabled:
+        console.print(
+            f"[red]error:[/red] {spec_path.name}: no sweep asked for: add a [positives] section "
+            "with `prevalence`, `forces` or `retention` lists"
+        )
+        raise typer.Exit(2)
+    _positives(spec, out)
 
 
 @app.command("compare")

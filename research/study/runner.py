@@ -143,7 +143,7 @@ def _prepare_forces(
     def place(window: int, force: str) -> tuple[Path, Path]:
         return layout.store(window, force), layout.key_file(window, force)
 
-    forces = world_io.force_names(world_dir)
+    forces = world_io.study_forces(world_dir, spec.forces)
     task = progress.add_task("ingest + purge (forces)", total=len(forces))
     for force in forces:
         rows: dict[int, dict[str, Any]] = {}
@@ -292,7 +292,10 @@ def run_study(
                 (world_dir / world_io.WORLD_SETTINGS_FILE).unlink()
             world_io.ensure_world(spec.world, world_dir, progress=progress)
         truth = world_io.load_truth(world_dir)
-        forces = world_io.force_names(world_dir)
+        try:
+            forces = world_io.study_forces(world_dir, spec.forces)
+        except ValueError as exc:
+            raise StudyError(f"spec field `forces`: {exc}") from None
         if any(d.needs_ray for d in designs):
             # One Ray head node for every federated run; it boots while the forces ingest.
             if place_forces():  # this one node holds every force's store

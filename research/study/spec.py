@@ -97,6 +97,27 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class PositivesSpec:
+    """The "how many positives are needed" sweep (``research/study/positives.py``).
+
+    Each list varies the labelled positives a design can train on; the sweep runs when any
+    list is non-empty. ``prevalence``: worlds generated at these prevalences (same seed and
+    size); ``forces``: numbers of forces taking part, largest first (by reads); ``retention``:
+    windows (default: the study's). ``designs`` default to the study's.
+    """
+
+    prevalence: tuple[float, ...] = ()
+    forces: tuple[int, ...] = ()
+    retention: tuple[int, ...] = ()
+    designs: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the spec asks for the sweep."""
+        return bool(self.prevalence or self.forces or self.retention)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Everything a study run needs; serialisable back to TOML-compatible data."""
 
@@ -109,6 +130,8 @@ class StudySpec:
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     study_date: date | None = None  # None: the day after the world's last day
+    forces: tuple[str, ...] = ()  # forces taking part; empty: every force of the world
+    positives: PositivesSpec = field(default_factory=PositivesSpec)
 
     @property
     def as_of(self) -> date:
@@ -158,6 +181,13 @@ _SECTIONS: dict[str, type] = {
     "dp": DPSpec,
     "retention": RetentionSpec,
     "evaluation": EvaluationSpec,
+    "positives": PositivesSpec,
+}
+
+_TUPLE_KINDS: dict[str, type] = {
+    "positives.prevalence": float,
+    "positives.forces": int,
+    "positives.retention": int,
 }
 
 
@@ -174,7 +204,9 @@ def _coerce(where: str, name: str, value: Any, default: Any) -> Any:
         if isinstance(default, tuple):
             if not isinstance(value, list):
                 raise TypeError("expected a list")
-            kind = int if name == "sweep" else (float if "epsilon" in name else str)
+            kind = _TUPLE_KINDS.get(field_name) or (
+                int if name == "sweep" else (float if "epsilon" in name else str)
+            )
             return tuple(_number(v, kind) if kind is not str else str(v) for v in value)
         if isinstance(default, int):
             return _number(value, int)
@@ -238,7 +270,7 @@ def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
 
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     """Build and validate a spec from parsed TOML data."""
-    top_known = {"name", "seed", "designs", "study_date", *_SECTIONS}
+    top_known = {"name", "seed", "designs", "study_date", "forces", *_SECTIONS}
     _refuse_unknown("", data, top_known)
     kwargs: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
@@ -252,6 +284,11 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
         kwargs["seed"] = _coerce("", "seed", data["seed"], 0)
     if "study_date" in data:
         kwargs["study_date"] = _coerce("", "study_date", data["study_date"], date.today())
+    if "forces" in data:
+        forces = data["forces"]
+        if not isinstance(forces, list) or not all(isinstance(f, str) and f for f in forces):
+            raise SpecError("field `forces`: expected a list of force names")
+        kwargs["forces"] = tuple(forces)
     if "designs" in data:
         designs = data["designs"]
         if not isinstance(designs, list) or not designs:
@@ -305,6 +342,7 @@ def validate(spec: StudySpec) -> None:
     for ok, message in checks:
         if not ok:
             raise SpecError(message)
+    _validate_positives(spec.positives)
     if spec.training.proximal_mu > 0 and spec.training.strategy != "fedprox":
         raise SpecError(
             f"`training.proximal_mu` = {spec.training.proximal_mu:g} has no effect with "
@@ -321,6 +359,21 @@ def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
     bad = [d for d in designs if d not in known]
     hints = "".join(_nearest(d, known) for d in bad[:1])
     return (not bad, f"`designs`: unknown design(s) {bad}{hints}; must be among {known}")
+
+
+def _validate_positives(sweep: PositivesSpec) -> None:
+    checks: list[tuple[bool, str]] = [
+        (
+            all(0 < p < 0.5 for p in sweep.prevalence),
+            "`positives.prevalence` values must be in (0, 0.5)",
+        ),
+        (all(k >= 1 for k in sweep.forces), "`positives.forces` values must be at least 1"),
+        (all(w >= 1 for w in sweep.retention), "`positives.retention` windows must be >= 1 day"),
+        _designs_check(sweep.designs),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SpecError(message.replace("`designs`", "`positives.designs`", 1))
 
 
 def load_spec(path: Path) -> StudySpec:

@@ -187,3 +187,26 @@ def test_the_cli_prints_and_writes_the_tables(runs: dict[str, Path], tmp_path: P
     assert (out / "compare.csv").exists() and (out / "compare_designs.json").exists()
     bad = CliRunner().invoke(app, ["compare", str(tmp_path / "absent")])
     assert bad.exit_code == 2
+
+
+def test_the_notebook_is_valid_and_runs_on_two_runs(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/compare-runs.ipynb: nbformat 4 JSON without outputs, whose code runs as written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "compare-runs.ipynb"
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    assert notebook["nbformat"] == 4 and notebook["cells"]
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    monkeypatch.setenv("ANPRFED_RUNS", f"{runs['base']} {runs['better']}")
+    namespace: dict = {}
+    for cell in code:
+        exec(compile("".join(cell["source"]), str(path), "exec"), namespace)
+    assert set(namespace["table"]["run"]) == {"base", "better"}
+    assert len(namespace["fig"].axes) == 2
+    plt.close("all")
