@@ -3,9 +3,10 @@
 For every run, design, epsilon and retention window (all forces' held-out vehicles together):
 
 * PR-AUC with its 95% bootstrap interval over held-out vehicles, the chance level (held-out
-  prevalence), lift over chance with its interval, and the verdict ("no skill" unless the
-  whole interval lies above chance); a flag when fewer than about 20 held-out positives carry
-  the figure;
+  prevalence, and the expected PR-AUC of a random ranking, which is higher when positives are
+  few: see ``resampling``), lift over chance with its interval, and the verdict ("no skill"
+  unless the whole interval lies above a random ranking's expected PR-AUC); a flag when fewer
+  than about 20 held-out positives carry the figure;
 * the difference from the same design point in the *baseline* run (the first folder unless
   named): **paired** when both runs scored the same held-out vehicles in the same order (same
   split fingerprint, see ``held_out``), else unpaired and said so;
@@ -45,6 +46,7 @@ from research.study.resampling import (
     Interval,
     paired_difference,
     pr_auc_interval,
+    random_ranking_pr_auc,
     skill_label,
     unpaired_difference,
 )
@@ -217,6 +219,7 @@ def point_figures(point: Point, replicates: int, seed: int) -> dict[str, Any]:
         train_positives = row.get("train_positives", math.nan)
         split = ""
     chance = positives / vehicles if vehicles else math.nan
+    chance_pr_auc = random_ranking_pr_auc(positives, vehicles)
     if lift is None:
         lift = Interval(auc.estimate / chance if chance else math.nan, math.nan, math.nan)
     return {
@@ -228,13 +231,14 @@ def point_figures(point: Point, replicates: int, seed: int) -> dict[str, Any]:
         "held_out_vehicles": vehicles,
         "held_out_positives": positives,
         "chance": chance,
+        "chance_pr_auc": chance_pr_auc,
         "pr_auc": auc.estimate,
         "pr_auc_low": auc.low,
         "pr_auc_high": auc.high,
         "lift": lift.estimate,
         "lift_low": lift.low,
         "lift_high": lift.high,
-        "verdict": skill_label(auc, chance) if held is not None else "no interval",
+        "verdict": skill_label(auc, chance_pr_auc) if held is not None else "no interval",
         "few_positives": positives < FEW_POSITIVES,
         "train_positives": train_positives,
         "split": split,
@@ -411,7 +415,9 @@ def comparison_tables(comparison: Comparison) -> list[Any]:
     runs = Table(
         title="Runs compared: held-out vehicles, all forces",
         caption="PR-AUC and lift with 95% bootstrap intervals over held-out vehicles; chance = "
-        "held-out prevalence. Δ = PR-AUC minus the same design point of the baseline run "
+        "held-out prevalence (lift = PR-AUC / chance); the verdict tests the interval against "
+        "a random ranking's expected PR-AUC, a little above the prevalence when positives are "
+        "few. Δ = PR-AUC minus the same design point of the baseline run "
         "(paired when both runs held out the same vehicles). ⚠ = fewer than "
         f"{FEW_POSITIVES} held-out positives. Max force ε: the most one force spent over all "
         "DP trainings of the run (RDP composition; sum of ε as upper bound in brackets).",

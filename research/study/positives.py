@@ -18,7 +18,8 @@ bootstrap interval, against the held-out prevalence. Per design the sweep report
 number of *training* positives (convicted by the study date, still held, on the training side
 of the split, summed over the forces the design trains on) from which on every larger point
 
-* beats chance: the whole interval lies above chance; and
+* beats chance: the whole interval lies above chance (the expected PR-AUC of a random ranking
+  of the point's held-out vehicles, a little above their prevalence; see ``resampling``); and
 * reaches 5 x chance: the PR-AUC is at least 5 x chance, with the interval above chance.
 
 "From which on every larger point" makes the figure robust to one lucky small point; a design
@@ -43,7 +44,13 @@ from rich.console import Console
 from research.study import world as world_io
 from research.study.compare import eps_text, load_run
 from research.study.plots import DESIGN_COLOURS
-from research.study.resampling import FEW_POSITIVES, pr_auc_interval, skill_label
+from research.study.resampling import (
+    FEW_POSITIVES,
+    NO_SKILL,
+    pr_auc_interval,
+    random_ranking_pr_auc,
+    skill_label,
+)
 from research.study.results import write_json, write_table
 from research.study.spec import PositivesSpec, RetentionSpec, StudySpec
 
@@ -209,7 +216,8 @@ def _point(
     auc, lift = pr_auc_interval(scores, truth, strata, replicates=replicates)
     positives = int(truth.sum())
     chance = positives / len(truth) if len(truth) else math.nan
-    beats = skill_label(auc, chance) != "no skill"
+    chance_pr_auc = random_ranking_pr_auc(positives, len(truth))
+    beats = skill_label(auc, chance_pr_auc) != NO_SKILL
     return {
         "design": design,
         "epsilon": epsilon,
@@ -221,6 +229,7 @@ def _point(
         "held_out_vehicles": len(truth),
         "held_out_positives": positives,
         "chance": chance,
+        "chance_pr_auc": chance_pr_auc,
         "pr_auc": auc.estimate,
         "pr_auc_low": auc.low,
         "pr_auc_high": auc.high,

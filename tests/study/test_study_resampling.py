@@ -9,6 +9,7 @@ from research.study.resampling import (
     SKILL,
     paired_difference,
     pr_auc_interval,
+    random_ranking_pr_auc,
     skill_label,
     unpaired_difference,
 )
@@ -22,18 +23,33 @@ def _world(seed: int, n: int = 1500, prevalence: float = 0.05) -> tuple[np.ndarr
 
 
 def test_a_random_scorer_is_read_as_no_skill() -> None:
-    """Across seeds, the interval of a random ranking covers chance (about 95% of the time)."""
-    covered = lift_covered = 0
+    """Across seeds, the interval of a random ranking reaches down to chance (the expected
+    PR-AUC of a random ranking) in about 97.5% of runs; the prevalence alone would call
+    about one random ranking in five skilled."""
+    clear_of_expected = clear_of_prevalence = 0
     for seed in range(20):
         truth, strata = _world(seed)
         scores = np.random.default_rng(100 + seed).random(len(truth))
-        auc, lift = pr_auc_interval(scores, truth, strata, replicates=300, seed=seed)
-        chance = truth.mean()
-        covered += auc.low <= chance <= auc.high
-        lift_covered += lift.low <= 1.0 <= lift.high  # a random ranking's lift is about 1
-    # (a random ranking's average precision sits slightly above the prevalence when positives
-    # are few, so lift's interval misses 1 a little more often than PR-AUC's misses chance)
-    assert covered >= 17 and lift_covered >= 15
+        auc, _ = pr_auc_interval(scores, truth, strata, replicates=300, seed=seed)
+        expected = random_ranking_pr_auc(int(truth.sum()), len(truth))
+        clear_of_expected += skill_label(auc, expected) != NO_SKILL
+        clear_of_prevalence += skill_label(auc, truth.mean()) != NO_SKILL
+    assert clear_of_expected <= 2
+    assert clear_of_prevalence >= clear_of_expected
+
+
+def test_the_expected_pr_auc_of_a_random_ranking_matches_simulation() -> None:
+    from federation.metrics import pr_auc
+
+    rng = np.random.default_rng(0)
+    for positives, vehicles in ((5, 300), (20, 400)):
+        y = np.zeros(vehicles)
+        y[:positives] = 1
+        simulated = np.mean([pr_auc(y, rng.random(vehicles)) for _ in range(3000)])
+        expected = random_ranking_pr_auc(positives, vehicles)
+        assert abs(simulated - expected) < 0.05 * expected
+        assert expected > positives / vehicles  # above the prevalence with few positives
+    assert random_ranking_pr_auc(5, 300) > 1.9 * 5 / 300
 
 
 def test_an_informative_scorer_beats_chance_with_its_interval_clear() -> None:
