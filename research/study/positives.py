@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -120,7 +121,12 @@ def _link_world(run_dir: Path, world_dir: Path) -> None:
     if link.is_symlink() or link.exists():
         if link.is_symlink() and link.resolve() == world_dir.resolve():
             return
-        raise FileExistsError(f"{link.name} in {run_dir.name} is in the way of the shared world")
+        from research.study.runner import StudyError
+
+        raise StudyError(
+            f"positives sweep: {run_dir.name}/world is not the shared world of its prevalence; "
+            "remove it (or use a fresh --out folder)"
+        )
     os.symlink(os.path.relpath(world_dir, run_dir), link, target_is_directory=True)
 
 
@@ -145,6 +151,8 @@ def run_positives_sweep(
     worlds = base / "worlds"
     main_world = out / "world"
     subs: list[SubStudy] = []
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     for prevalence in sorted(set(spec.positives.prevalence or (spec.world.prevalence,))):
         world_spec = replace(spec.world, prevalence=prevalence)
         world_dir = worlds / f"p{prevalence:g}"
@@ -152,7 +160,9 @@ def run_positives_sweep(
             world_dir = main_world  # the main study's world, already generated
         if console is not None:
             console.print(f"[bold]positives sweep[/bold]: world at prevalence {prevalence:g}")
+        clock = time.perf_counter()
         world_io.ensure_world(world_spec, world_dir)
+        timings[f"world p{prevalence:g}"] = round(time.perf_counter() - clock, 1)
         order = world_io.forces_by_size(world_dir)
         if spec.forces:
             order = [f for f in order if f in spec.forces]
@@ -166,7 +176,9 @@ def run_positives_sweep(
                     f"[bold]positives sweep[/bold]: {sub.folder} "
                     f"({', '.join(sub.designs)}; {len(sub.forces)} force(s))"
                 )
+            clock = time.perf_counter()
             run_study(sub_spec(spec, sub), run_dir, console=console)
+            timings[sub.folder] = round(time.perf_counter() - clock, 1)
             subs.append(sub)
     result = SweepResult(runs=[s.folder for s in subs])
     for sub in subs:
@@ -194,6 +206,7 @@ def run_positives_sweep(
                 "epsilon": spec.dp.epsilon,
                 "target_lift": TARGET_LIFT,
                 "bootstrap_replicates": replicates,
+                "timings_s": {**timings, "total": round(time.perf_counter() - started, 1)},
             },
         )
     )
