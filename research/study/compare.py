@@ -155,6 +155,7 @@ def force_budgets(run: Run) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run_id": run.run_id,
+                "run": run.label,
                 "force": str(force),
                 "trainings": int(scopes.ngroups),
                 "rounds": len(entries),
@@ -196,10 +197,6 @@ def design_points(run: Run) -> list[Point]:
     return points
 
 
-def _interval_or_nan(x: Interval | None) -> tuple[float, float, float]:
-    return (x.estimate, x.low, x.high) if x is not None else (math.nan, math.nan, math.nan)
-
-
 def point_figures(point: Point, replicates: int, seed: int) -> dict[str, Any]:
     """PR-AUC, chance, lift and verdict for one point, with bootstrap intervals when possible."""
     row = point.row
@@ -211,9 +208,12 @@ def point_figures(point: Point, replicates: int, seed: int) -> dict[str, Any]:
         positives, vehicles = int(held.truth.sum()), len(held.truth)
         train_positives = sum(held.train_positives)
         split = held.split
-    else:  # a run written before held-out scores were kept: the point estimate only
+    else:  # no held-out scores kept: the interval metrics.csv published, if any
         value = float(row["pr_auc"])
-        auc, lift = Interval(value, math.nan, math.nan), None
+        auc = Interval(
+            value, float(row.get("pr_auc_low", math.nan)), float(row.get("pr_auc_high", math.nan))
+        )
+        lift = None
         positives = int(row.get("positives", 0) or 0)
         vehicles = int(row.get("vehicles", 0) or 0)
         train_positives = row.get("train_positives", math.nan)
@@ -238,7 +238,7 @@ def point_figures(point: Point, replicates: int, seed: int) -> dict[str, Any]:
         "lift": lift.estimate,
         "lift_low": lift.low,
         "lift_high": lift.high,
-        "verdict": skill_label(auc, chance_pr_auc) if held is not None else "no interval",
+        "verdict": skill_label(auc, chance_pr_auc) if finite(auc.low) else "no interval",
         "few_positives": positives < FEW_POSITIVES,
         "train_positives": train_positives,
         "split": split,
@@ -483,7 +483,7 @@ def comparison_tables(comparison: Comparison) -> list[Any]:
         budgets.add_column(name, justify="left" if name in ("run", "force") else "right")
     for b in comparison.budgets:
         budgets.add_row(
-            b["run_id"],
+            b["run"],
             b["force"],
             str(b["trainings"]),
             f"{b['epsilon_composed_rdp']:.2f}",

@@ -22,12 +22,12 @@ from research.study.spec import spec_from_dict
 TINY_SWEEP = """
 name = "tiny-sweep"
 seed = 5
-designs = ["local-only", "pooled"]
+designs = ["pooled"]
 [world]
-vehicles = 300
-days = 75
-start = 2025-03-01
-prevalence = 0.06
+vehicles = 600
+days = 900            # convictions lag months to years: a short world has no labels
+start = 2023-01-01
+prevalence = 0.1
 seed = 5
 [training]
 rounds = 2
@@ -36,10 +36,11 @@ max_reads = 32
 [dp]
 epsilon = 4.0
 [retention]
-max_age_days = 60
+max_age_days = 730
 [positives]
-prevalence = [0.06, 0.2]
+prevalence = [0.1, 0.3]
 forces = [2, 6]
+designs = ["local-only", "pooled"]
 """
 
 
@@ -91,15 +92,15 @@ def test_a_tiny_sweep_answers_per_design_and_reaches_the_dpia(tmp_path: Path) ->
 
     pooled = points[points["design"] == "pooled"]
     assert sorted(set(zip(pooled["prevalence"], pooled["forces"], strict=True))) == [
-        (0.06, 2),
-        (0.06, 6),
-        (0.2, 2),
-        (0.2, 6),
+        (0.1, 2),
+        (0.1, 6),
+        (0.3, 2),
+        (0.3, 6),
     ]
     by = {(r.prevalence, r.forces): r.train_positives for r in pooled.itertuples()}
     # more forces, and a higher prevalence, give at least as many training positives
-    assert by[(0.06, 6)] >= by[(0.06, 2)] and by[(0.2, 6)] >= by[(0.2, 2)]
-    assert by[(0.2, 6)] > by[(0.06, 6)]
+    assert by[(0.1, 6)] >= by[(0.1, 2)] and by[(0.3, 6)] >= by[(0.3, 2)]
+    assert by[(0.3, 6)] > by[(0.1, 6)] > 0
     local = points[points["design"] == "local-only"]
     assert len(local) == 2 * 6 and set(local["forces"]) == {1}  # each force alone, once
 
@@ -118,9 +119,9 @@ def test_a_tiny_sweep_answers_per_design_and_reaches_the_dpia(tmp_path: Path) ->
             assert above["beats_chance"].all()
 
     # sweep runs at one prevalence share one world; the base prevalence reuses the main one
-    assert (out / "positives" / "p0.06-f2" / "world").resolve() == (out / "world").resolve()
-    assert (out / "positives" / "p0.2-f2" / "world").resolve() == (
-        out / "positives" / "p0.2-f6" / "world"
+    assert (out / "positives" / "p0.1-f2" / "world").resolve() == (out / "world").resolve()
+    assert (out / "positives" / "p0.3-f2" / "world").resolve() == (
+        out / "positives" / "p0.3-f6" / "world"
     ).resolve()
     manifest = json.loads((out / "manifest.json").read_text())
     assert "positives_needed.csv" in manifest["positives_sweep"]["files"]
