@@ -44,7 +44,7 @@ from rich.console import Console
 
 from research.study import world as world_io
 from research.study.compare import eps_text, load_run
-from research.study.plots import DESIGN_COLOURS
+from research.study.designs import design_colour
 from research.study.resampling import (
     FEW_POSITIVES,
     NO_SKILL,
@@ -369,7 +369,7 @@ def plot_positives(points: list[dict[str, Any]], needed: list[dict[str, Any]], p
             ys,
             yerr=[low, high],
             fmt=DESIGN_MARKERS.get(design, "o"),
-            color=DESIGN_COLOURS.get(design, "grey"),
+            color=design_colour(design),
             alpha=0.85,
             capsize=3,
             label=f"{design} (ε={'∞' if eps == 'inf' else eps})",
@@ -380,7 +380,7 @@ def plot_positives(points: list[dict[str, Any]], needed: list[dict[str, Any]], p
         if isinstance(row["min_positives_beats_chance"], int):
             ax.axvline(
                 row["min_positives_beats_chance"],
-                color=DESIGN_COLOURS.get(row["design"], "grey"),
+                color=design_colour(row["design"]),
                 linewidth=0.8,
                 alpha=0.5,
             )
