@@ -157,8 +157,12 @@ def test_the_run_can_be_compared_without_paths_or_node_ids(tiny_run: dict) -> No
     ledger = pd.read_csv(out / "privacy_ledger.csv")
     assert set(ledger["run_id"]) == {manifest["run_id"]}
     metrics = pd.read_csv(out / "metrics.csv")
-    overall = metrics[metrics["force"] == "all forces"]
-    assert (overall["train_positives"] > 0).all()
+    keys = ["design", "epsilon", "retention_days"]
+    overall = metrics[metrics["force"] == "all forces"].set_index(keys).sort_index()
+    per_force = metrics[metrics["force"] != "all forces"].groupby(keys)
+    assert (overall["train_vehicles"] > 0).all()
+    for column in ("train_vehicles", "train_positives"):  # (the tiny world has no conviction)
+        assert per_force[column].sum().sort_index().tolist() == overall[column].tolist()
     server = next((out / "server").glob("federated-*"))
     rounds = json.loads((server / "metrics.json").read_text())["rounds"]
     trained = [set(r["train"]["nodes"]) for r in rounds if r["train"]]
