@@ -430,7 +430,8 @@ def needed_table(result: SweepResult) -> Any:
     table = Table(
         title="How many positives are needed (training positives, all forces a design uses)",
         caption="Beats chance: every point from that size up has its 95% PR-AUC interval above "
-        "the held-out prevalence. 5 x: PR-AUC at least 5 x chance as well. Points: "
+        "a random ranking's expected PR-AUC. 5 x: PR-AUC at least 5 x the held-out prevalence "
+        "as well. Points: "
         f"{POINTS}.csv; plot: plots/{PLOT}.",
     )
     for name in ("design", "ε", "points", "positives tried", "beats chance", "5 x chance"):
