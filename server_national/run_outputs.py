@@ -13,6 +13,8 @@ failed or interrupted run still leaves what it did)::
     checkpoints/       round-0001.npz ... and final.npz (or ``checkpoint-dir``)
 
 Nothing in here holds reply content beyond the allowlisted metrics and aggregated arrays.
+Paths inside ``results-dir`` are written relative to it (``.`` for the folder itself), so the
+folder can be moved or shared without naming the machine's directories.
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ LEDGER_FILE = "ledger.json"
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` atomically (``safefiles``)."""
     atomic_write_json(path, payload, mode=0o644)
+
+
+def portable_path(path: Path | str, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies inside it (``.`` for ``root``), else as is."""
+    candidate = Path(path)
+    try:
+        relative = candidate.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return str(candidate)
+    return relative.as_posix() or "."
+
+
+def _portable_settings(settings: dict[str, Any], root: Path) -> dict[str, Any]:
+    return {
+        key: portable_path(value, root)
+        if isinstance(value, str) and value and Path(value).is_absolute()
+        else value
+        for key, value in settings.items()
+    }
 
 
 class RunOutputs:
@@ -109,7 +130,7 @@ class RunOutputs:
         """Save the global arrays after ``server_round`` and count the round completed."""
         path = save_checkpoint(self.checkpoint_dir, round_checkpoint_name(server_round), arrays)
         self.rounds_completed = max(self.rounds_completed, int(server_round))
-        self._round(server_round)["checkpoint"] = str(path)
+        self._round(server_round)["checkpoint"] = portable_path(path, self.results_dir)
         self.flush()
         return path
 
@@ -132,9 +153,11 @@ class RunOutputs:
             "rounds_completed": self.rounds_completed,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "final_checkpoint": str(self.final_checkpoint) if self.final_checkpoint else None,
-            "checkpoint_dir": str(self.checkpoint_dir),
-            "settings": self.settings,
+            "final_checkpoint": portable_path(self.final_checkpoint, self.results_dir)
+            if self.final_checkpoint
+            else None,
+            "checkpoint_dir": portable_path(self.checkpoint_dir, self.results_dir),
+            "settings": _portable_settings(self.settings, self.results_dir),
             # Settings only a simulated force accepts (a deployed force's policy refuses them).
             "simulation_only_settings": _simulation_only(self.settings),
             "contract": {

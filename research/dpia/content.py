@@ -17,7 +17,7 @@ from research.dpia.blocks import SECTION_IDS, SECTION_TITLES, Figure, PersonFiel
 from research.dpia.checks import StoreCheck
 from research.dpia.evidence import EvidenceBook
 from research.dpia.run_folder import RunFolder
-from research.dpia.sections import describe, necessity, outcomes, risks
+from research.dpia.sections import describe, necessity, outcomes, positives, risks
 from research.dpia.sections.facts import Facts, rate
 
 __all__ = ["DpiaContent", "build_content", "rate"]
@@ -60,6 +60,7 @@ def build_content(
     describe.processing(facts, by_id["processing"])
     describe.consultation(facts, by_id["consultation"])
     found = necessity.necessity(facts, by_id["necessity"])
+    positives.positives_needed(facts, by_id["necessity"])  # the positives sweep, if run
     found_risks = risks.risks(facts, by_id["risks"], checks, found)
     outcomes.measures(facts, by_id["measures"], checks, found_risks)
     residual = outcomes.residual_risks(facts, found)

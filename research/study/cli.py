@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -90,6 +91,84 @@ def run(
         sys.stderr.flush()
         os._exit(exc.exit_code)
     print_summary(result, console)
+    if spec.positives.enabled:
+        _positives(spec, out)
+
+
+def _positives(spec: Any, out: Path) -> None:
+    """Run the positives sweep, record it in the manifest and print its answer."""
+    from research.study.positives import needed_table, record_in_manifest, run_positives_sweep
+    from research.study.runner import StudyError
+
+    try:
+        sweep = run_positives_sweep(spec, out, console=console)
+    except StudyError as exc:
+        console.print(f"[red]positives sweep failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    record_in_manifest(out, sweep)
+    console.print(needed_table(sweep))
+
+
+@app.command("positives")
+def positives(
+    spec_path: Path = typer.Argument(..., help="Study spec (TOML) with a [positives] section."),
+    out: Path = typer.Option(Path("runs/positives"), "--out", "-o", help="Results folder."),
+) -> None:
+    """Only the "how many positives are needed" sweep of a spec (no main study).
+
+    Writes positives_sweep.csv/json (every point), positives_needed.csv/json (per design, the
+    smallest number of training positives that beats chance and that reaches 5 x chance) and
+    plots/positives_needed.png; each sweep run's own results under OUT/positives/.
+    Exit codes: 0 = done; 2 = bad spec; 1 = a sweep run failed.
+    """
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not spec.positives.enabled:
+        console.print(
+            f"[red]error:[/red] {spec_path.name}: no sweep asked for: add a [positives] section "
+            "with `prevalence`, `forces` or `retention` lists"
+        )
+        raise typer.Exit(2)
+    _positives(spec, out)
+
+
+@app.command("compare")
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Results folders of `anprfed study run`."),
+    out: Path = typer.Option(
+        Path("runs/compare"), "--out", "-o", help="Folder for compare.csv/json and the others."
+    ),
+    baseline: int = typer.Option(
+        0, help="Index (0-based, in the order given) of the run the others are set against."
+    ),
+    replicates: int = typer.Option(1000, min=100, help="Bootstrap replicates per interval."),
+) -> None:
+    """Compare runs: PR-AUC with intervals, lift over chance, paired differences, privacy spent.
+
+    Writes compare.csv/json (one row per run, design, ε and retention window),
+    compare_designs.csv/json (paired differences between designs inside each run) and
+    compare_budgets.csv/json (each force's total ε over all DP trainings of each run).
+    Exit codes: 0 = done; 2 = a folder is not a study results folder.
+    """
+    from research.study.compare import (
+        CompareError,
+        compare_runs,
+        comparison_tables,
+        write_comparison,
+    )
+
+    try:
+        comparison = compare_runs(run_dirs, baseline=baseline, replicates=replicates)
+    except (CompareError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for table in comparison_tables(comparison):
+        console.print(table)
+    files = write_comparison(comparison, out)
+    console.print(f"Wrote {', '.join(p.name for p in files)} to {out}")
 
 
 @app.command("example")

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from client_force.flower_round import PARTICIPATION_LOG
 from federation.flower_settings import FlowerSettings
 from research.study.interrupt import keep_handlers_through_ray
 from research.study.layout import CHECKPOINTS, FINAL_CHECKPOINT, STATUS
 from research.study.ray_cluster import SIMULATION_ENV
+from server_national.node_names import name_forces
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,29 @@ def _final_weights(results_dir: Path) -> list[np.ndarray]:
         raise FederatedRunError(f"the federated run produced no final model ({reason})")
     with np.load(final) as arrays:
         return [arrays[name] for name in arrays.files]
+
+
+def node_forces(nodes: list[Any], results_dir: Path) -> dict[int, str]:
+    """Flower node id -> force name for the run in ``results_dir``.
+
+    Each force's ClientApp appends every round it trains to its own participation log
+    (``STORE/logs/flower-rounds.jsonl``: Flower run id, node id, round, counts); the runner,
+    which plays every force, matches the server's run id against those logs.
+    """
+    status = results_dir / "status.json"
+    if not status.exists():
+        return {}
+    run_id = str(json.loads(status.read_text(encoding="utf-8")).get("run_id"))
+    names: dict[int, str] = {}
+    for node in nodes:
+        log_file = Path(node.store_dir) / "logs" / PARTICIPATION_LOG
+        if not log_file.exists():
+            continue
+        for line in log_file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if str(record.get("run_id")) == run_id and "node_id" in record:
+                names[int(record["node_id"])] = node.name
+    return names
 
 
 def run_federated(
@@ -127,6 +152,8 @@ def run_federated(
         stop.set()
         if watcher is not None:
             watcher.join(timeout=5)
+        # The server's records name Flower node ids; name the forces instead.
+        name_forces(results_dir, node_forces(nodes, results_dir))
     return _final_weights(results_dir)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from research.study import world as world_io
 from research.study.designs import DesignContext, get_design
 from research.study.designs.local_only import LocalWorkerError, LocalWorkers
 from research.study.evaluation import (
+    ALL_FORCES,
     MIN_POSITIVES,
     NO_SKILL,
     ForceScores,
@@ -48,6 +50,8 @@ from research.study.evaluation import (
     with_repeat_spread,
 )
 from research.study.federated import force_resource, place_forces
+from research.study.held_out import FOLDER as HELD_OUT_FOLDER
+from research.study.held_out import force_split, save_held_out
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
@@ -78,6 +82,7 @@ class StudyResult:
     files: list[Path] = field(default_factory=list)
     simulation_dirs: list[Path] = field(default_factory=list)  # Ray's session files
     public_init: dict[str, Any] | None = None  # the public pre-trained start, if any
+    run_id: str = ""
 
 
 @contextmanager
@@ -172,7 +177,7 @@ def _prepare_forces(
     def place(window: int, force: str) -> tuple[Path, Path]:
         return layout.store(window, force), layout.key_file(window, force)
 
-    forces = world_io.force_names(world_dir)
+    forces = world_io.study_forces(world_dir, spec.forces)
     task = progress.add_task("ingest + purge (forces)", total=len(forces))
     for force in forces:
         rows: dict[int, dict[str, Any]] = {}
@@ -257,6 +262,27 @@ def _evaluate(
     return per_force
 
 
+def _keep_held_out(
+    nodes: list[Any], per_force: list[ForceScores], settings: FlowerSettings, path: Path
+) -> dict[str, dict[str, int]]:
+    """Save the held-out scores with each force's split; training counts by force name."""
+    splits = [force_split(node.name, node.dataset(settings)) for node in nodes]
+    save_held_out(path, per_force, splits)
+    counts = {
+        s.force: {"train_vehicles": s.train_vehicles, "train_positives": s.train_positives}
+        for s in splits
+    }
+    counts[ALL_FORCES] = {
+        key: sum(c[key] for c in counts.values()) for key in ("train_vehicles", "train_positives")
+    }
+    return counts
+
+
+def new_run_id(name: str, started: datetime) -> str:
+    """A run's id: the study name, the UTC start time and a random suffix."""
+    return f"{_slug(name)}-{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
 def run_study(
     spec: StudySpec,
     out: Path,
@@ -280,6 +306,7 @@ def run_study(
     result = StudyResult(spec=spec, out=out)
     timings = result.timings
     started = datetime.now(UTC)
+    result.run_id = new_run_id(spec.name, started)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     main_eps = spec.dp.epsilon
     main_window = spec.retention.max_age_days
@@ -304,7 +331,10 @@ def run_study(
                 (world_dir / world_io.WORLD_SETTINGS_FILE).unlink()
             world_io.ensure_world(spec.world, world_dir, progress=progress)
         truth = world_io.load_truth(world_dir)
-        forces = world_io.force_names(world_dir)
+        try:
+            forces = world_io.study_forces(world_dir, spec.forces)
+        except ValueError as exc:
+            raise StudyError(f"spec field `forces`: {exc}") from None
         if any(d.needs_ray for d in designs):
             # One Ray head node for every federated run; it boots while the forces ingest.
             if place_forces():  # this one node holds every force's store
@@ -373,6 +403,10 @@ def run_study(
                                 seed=spec.seed,
                             )
                         runs.append(rows)
+                        if repeat == 0:  # the study's own run: its held-out split and counts
+                            counts = _keep_held_out(
+                                nodes, per_force, settings, out / HELD_OUT_FOLDER / f"{tag}.npz"
+                            )
                         result.repeats.extend(
                             {
                                 "design": design.name,
@@ -398,6 +432,7 @@ def run_study(
                             curves[name] = pr_curve(scores, truth_all)
                         result.ledger.extend(
                             {
+                                "run_id": result.run_id,
                                 "retention_days": window,
                                 "design": design.name,
                                 "target_epsilon": epsilon,
@@ -412,6 +447,7 @@ def run_study(
                                 "epsilon": epsilon,
                                 "retention_days": window,
                                 **row,
+                                **counts.get(str(row["force"]), {}),
                             }
                         )
                     progress.advance(designs_task)
@@ -525,6 +561,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
     if result.retention:
         files.append(plot_retention_outcome(result.retention, plots / "retention_outcome.png"))
     manifest = {
+        "run_id": result.run_id,
         "study": spec.name,
         "spec": spec.to_dict(),
         "as_of": spec.as_of.isoformat(),
@@ -550,7 +587,8 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
         "public_pretraining": result.public_init,
         "timings_s": result.timings,
-        "simulation_dirs": [str(p) for p in result.simulation_dirs],
+        # Where Ray kept its session files, without this machine's absolute path.
+        "simulation_dirs": [_portable(p, out) for p in result.simulation_dirs],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "complete": True,
         "files": sorted(layout.rel(p) for p in files),
@@ -572,6 +610,14 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
         },
     }
     files.append(write_json(layout.manifest, manifest))
+
+
+def _portable(path: Path, out: Path) -> str:
+    """``path`` relative to the results folder, or its name under the system temp folder."""
+    path = Path(path)
+    if path.is_relative_to(out):
+        return str(path.relative_to(out))
+    return f"<system temp dir>/{path.name}"
 
 
 def _slug(text: str) -> str:

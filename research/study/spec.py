@@ -6,6 +6,7 @@ scenario (``research/study/default_study.toml``). Every validation error names t
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -100,6 +101,27 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class PositivesSpec:
+    """The "how many positives are needed" sweep (``research/study/positives.py``).
+
+    Each list varies the labelled positives a design can train on; the sweep runs when any
+    list is non-empty. ``prevalence``: worlds generated at these prevalences (same seed and
+    size); ``forces``: numbers of forces taking part, largest first (by reads); ``retention``:
+    windows (default: the study's). ``designs`` default to the study's.
+    """
+
+    prevalence: tuple[float, ...] = ()
+    forces: tuple[int, ...] = ()
+    retention: tuple[int, ...] = ()
+    designs: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the spec asks for the sweep."""
+        return bool(self.prevalence or self.forces or self.retention)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Everything a study run needs; serialisable back to TOML-compatible data."""
 
@@ -115,6 +137,8 @@ class StudySpec:
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     study_date: date | None = None  # None: the day after the world's last day
+    forces: tuple[str, ...] = ()  # forces taking part; empty: every force of the world
+    positives: PositivesSpec = field(default_factory=PositivesSpec)
 
     @property
     def as_of(self) -> date:
@@ -164,6 +188,13 @@ _SECTIONS: dict[str, type] = {
     "dp": DPSpec,
     "retention": RetentionSpec,
     "evaluation": EvaluationSpec,
+    "positives": PositivesSpec,
+}
+
+_TUPLE_KINDS: dict[str, type] = {
+    "positives.prevalence": float,
+    "positives.forces": int,
+    "positives.retention": int,
 }
 
 
@@ -180,7 +211,9 @@ def _coerce(where: str, name: str, value: Any, default: Any) -> Any:
         if isinstance(default, tuple):
             if not isinstance(value, list):
                 raise TypeError("expected a list")
-            kind = int if name == "sweep" else (float if "epsilon" in name else str)
+            kind = _TUPLE_KINDS.get(field_name) or (
+                int if name == "sweep" else (float if "epsilon" in name else str)
+            )
             return tuple(_number(v, kind) if kind is not str else str(v) for v in value)
         if isinstance(default, int):
             return _number(value, int)
@@ -205,22 +238,47 @@ def _number(value: Any, kind: type) -> Any:
     return float(value)
 
 
+def _nearest(name: str, known: Any) -> str:
+    """`` (did you mean `x`?)`` for the closest known name, or nothing if none is close."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _elsewhere(name: str, where: str) -> str:
+    """`` (a field of [dp])`` when ``name`` belongs to another section, else nothing."""
+    for section, cls in _SECTIONS.items():
+        if section != where and name in asdict(cls()):
+            return f" (a field of [{section}], not of this section)"
+    return ""
+
+
+def _refuse_unknown(where: str, data: dict[str, Any], known: set[str]) -> None:
+    """Raise ``SpecError`` for the first unknown field, naming its section and the nearest name.
+
+    ``where`` is the section (``"world"``) or ``""`` for the top level.
+    """
+    unknown = sorted(set(data) - known)
+    if not unknown:
+        return
+    section = f"[{where}]" if where else "the top level"
+    problems = [f"`{name}`{_elsewhere(name, where) or _nearest(name, known)}" for name in unknown]
+    raise SpecError(
+        f"unknown field(s) in {section}: {', '.join(problems)}; "
+        f"known fields there: {', '.join(sorted(known))}"
+    )
+
+
 def _build(cls: type, where: str, data: dict[str, Any]) -> Any:
     defaults = cls()
-    known = {f for f in asdict(defaults)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SpecError(f"unknown field(s) in [{where}]: {', '.join(unknown)}")
+    _refuse_unknown(where, data, set(asdict(defaults)))
     values = {k: _coerce(where, k, v, getattr(defaults, k)) for k, v in data.items()}
     return replace(defaults, **values)
 
 
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:
     """Build and validate a spec from parsed TOML data."""
-    top_known = {"name", "seed", "repeats", "designs", "study_date", *_SECTIONS}
-    unknown = sorted(set(data) - top_known)
-    if unknown:
-        raise SpecError(f"unknown top-level field(s): {', '.join(unknown)}")
+    top_known = {"name", "seed", "repeats", "designs", "study_date", "forces", *_SECTIONS}
+    _refuse_unknown("", data, top_known)
     kwargs: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         raw = data.get(section, {})
@@ -235,6 +293,11 @@ def spec_from_dict(data: dict[str, Any]) -> StudySpec:
         kwargs["repeats"] = _coerce("", "repeats", data["repeats"], 1)
     if "study_date" in data:
         kwargs["study_date"] = _coerce("", "study_date", data["study_date"], date.today())
+    if "forces" in data:
+        forces = data["forces"]
+        if not isinstance(forces, list) or not all(isinstance(f, str) and f for f in forces):
+            raise SpecError("field `forces`: expected a list of force names")
+        kwargs["forces"] = tuple(forces)
     if "designs" in data:
         designs = data["designs"]
         if not isinstance(designs, list) or not designs:
@@ -294,6 +357,13 @@ def validate(spec: StudySpec) -> None:
     for ok, message in checks:
         if not ok:
             raise SpecError(message)
+    _validate_positives(spec.positives)
+    if spec.training.proximal_mu > 0 and spec.training.strategy != "fedprox":
+        raise SpecError(
+            f"`training.proximal_mu` = {spec.training.proximal_mu:g} has no effect with "
+            f"`training.strategy` = {spec.training.strategy!r} (only FedProx uses a proximal "
+            'term): set `strategy = "fedprox"` or `proximal_mu = 0`'
+        )
 
 
 def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
@@ -302,7 +372,23 @@ def _designs_check(designs: tuple[str, ...]) -> tuple[bool, str]:
 
     known = design_names()
     bad = [d for d in designs if d not in known]
-    return (not bad, f"`designs`: unknown design(s) {bad}; must be among {known}")
+    hints = "".join(_nearest(d, known) for d in bad[:1])
+    return (not bad, f"`designs`: unknown design(s) {bad}{hints}; must be among {known}")
+
+
+def _validate_positives(sweep: PositivesSpec) -> None:
+    checks: list[tuple[bool, str]] = [
+        (
+            all(0 < p < 0.5 for p in sweep.prevalence),
+            "`positives.prevalence` values must be in (0, 0.5)",
+        ),
+        (all(k >= 1 for k in sweep.forces), "`positives.forces` values must be at least 1"),
+        (all(w >= 1 for w in sweep.retention), "`positives.retention` windows must be >= 1 day"),
+        _designs_check(sweep.designs),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SpecError(message.replace("`designs`", "`positives.designs`", 1))
 
 
 def load_spec(path: Path) -> StudySpec:

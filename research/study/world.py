@@ -64,6 +64,37 @@ def force_names(world_dir: Path) -> list[str]:
     return sorted(p.name for p in (world_dir / "forces").iterdir() if p.is_dir())
 
 
+def study_forces(world_dir: Path, wanted: tuple[str, ...] = ()) -> list[str]:
+    """The forces taking part: ``wanted`` (in the world's order), or every force if empty.
+
+    Raises ``ValueError`` naming any wanted force the world does not have.
+    """
+    names = force_names(world_dir)
+    if not wanted:
+        return names
+    unknown = [f for f in wanted if f not in names]
+    if unknown:
+        raise ValueError(
+            f"force(s) {', '.join(repr(f) for f in unknown)} not in the world "
+            f"(its forces: {', '.join(names)})"
+        )
+    return [f for f in names if f in wanted]
+
+
+def forces_by_size(world_dir: Path) -> list[str]:
+    """The world's forces, most reads first (ties by name): the order the positives sweep
+    adds forces in."""
+    sizes = {}
+    for force in force_names(world_dir):
+        path = reads_file(world_dir, force)
+        if path.suffix == ".parquet":
+            sizes[force] = pq.ParquetFile(path).metadata.num_rows
+        else:
+            with path.open("rb") as handle:
+                sizes[force] = sum(1 for _ in handle) - 1
+    return sorted(sizes, key=lambda f: (-sizes[f], f))
+
+
 def export_dir(world_dir: Path, force: str) -> Path:
     """Where a force's raw export (reads and camera register) lies."""
     return world_dir / "forces" / force / "export"

@@ -58,7 +58,7 @@ def test_fedavg_run_completes_and_writes_the_server_outputs(fedavg_run: FedAvgRu
         len(e) == 2 and 0 < e[0] < e[1] <= settings.dp_target_epsilon for e in by_node.values()
     )
     contract = EgressContract.from_model_config(settings.model_config())
-    checkpoints = Path(status["checkpoint_dir"])
+    checkpoints = results / status["checkpoint_dir"]  # relative to the results folder
     names = sorted(p.name for p in checkpoints.glob("*.npz"))
     assert names == ["final.npz", "round-0000.npz", "round-0001.npz", "round-0002.npz"]
     final = load_checkpoint(checkpoints / "final.npz")

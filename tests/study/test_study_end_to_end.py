@@ -144,11 +144,50 @@ def test_the_server_wrote_its_round_outputs(tiny_run: dict) -> None:
     assert json.loads((server / "failures.json").read_text()) == []
 
 
+def test_the_run_can_be_compared_without_paths_or_node_ids(tiny_run: dict) -> None:
+    from research.study.compare import compare_runs
+
+    out = tiny_run["out"]
+    forces = set(world_io.force_names(out / "world"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_id"].startswith("tiny-")
+    assert manifest["simulation_dirs"] and all(
+        not Path(d).is_absolute() for d in manifest["simulation_dirs"]
+    )
+    ledger = pd.read_csv(out / "privacy_ledger.csv")
+    assert set(ledger["run_id"]) == {manifest["run_id"]}
+    metrics = pd.read_csv(out / "metrics.csv")
+    keys = ["design", "epsilon", "retention_days"]
+    overall = metrics[metrics["force"] == "all forces"].set_index(keys).sort_index()
+    per_force = metrics[metrics["force"] != "all forces"].groupby(keys)
+    assert (overall["train_vehicles"] > 0).all()
+    for column in ("train_vehicles", "train_positives"):  # (the tiny world has no conviction)
+        assert per_force[column].sum().sort_index().tolist() == overall[column].tolist()
+    server = next((out / "server").glob("federated-*"))
+    rounds = json.loads((server / "metrics.json").read_text())["rounds"]
+    trained = [set(r["train"]["nodes"]) for r in rounds if r["train"]]
+    assert trained and all(nodes == forces for nodes in trained)  # forces, not node ids
+    entries = json.loads((server / "ledger.json").read_text())["entries"]
+    assert {e["force"] for e in entries} == forces
+    # (the server's status.json is checked in tests/flower/test_node_names.py)
+    written = [*out.glob("*.json"), *out.glob("*.csv")]
+    assert not [p.name for p in written if str(out) in p.read_text()]
+    comparison = compare_runs([out], replicates=200)
+    assert {r["design"] for r in comparison.runs} == {"local-only", "federated", "pooled"}
+    assert {b["force"] for b in comparison.budgets} == forces
+    assert all(b["trainings"] == 2 for b in comparison.budgets)  # local-only and federated
+    assert all(
+        4.0 < b["epsilon_composed_rdp"] <= b["epsilon_sum_upper_bound"] + 1e-9
+        for b in comparison.budgets
+    )
+
+
 def test_no_canary_reaches_any_national_byte(tiny_run: dict) -> None:
     out, canaries = tiny_run["out"], tiny_run["canaries"]
     national = [
         out / "server",
         out / "plots",
+        out / "held_out",
         *out.glob("*.csv"),
         *out.glob("*.json"),
         *tiny_run["ray_sessions"],

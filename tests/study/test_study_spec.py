@@ -88,3 +88,49 @@ def test_missing_and_malformed_files_are_named(tmp_path: Path) -> None:
         load_spec(tmp_path / "absent.toml")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(write(tmp_path, "[world\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "section", "suggestion"),
+    [
+        ("[retention]\nmax_age = 3\n", "[retention]", "max_age_days"),
+        ("[training]\nlearning_rat = 0.01\n", "[training]", "learning_rate"),
+        ("[world]\nprevalance = 0.01\n", "[world]", "prevalence"),
+        ("sed = 3\n", "the top level", "seed"),
+        ("[training]\nepsilon = 4.0\n", "[training]", "[dp]"),
+    ],
+)
+def test_an_unknown_field_names_its_section_and_the_nearest_name(
+    tmp_path: Path, text: str, section: str, suggestion: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, text))
+    message = str(err.value)
+    assert f"unknown field(s) in {section}" in message
+    assert suggestion in message.split("known fields there")[0]
+
+
+def test_an_unknown_field_far_from_any_name_gets_no_made_up_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, "[world]\nzzzz = 1\n"))
+    assert "did you mean" not in str(err.value)
+    assert "`zzzz`" in str(err.value)
+
+
+def test_an_unknown_design_repeats_the_bad_value(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, "designs = ['pooled', 'federatd']\n"))
+    message = str(err.value)
+    assert "'federatd'" in message
+    assert "did you mean `federated`" in message
+
+
+def test_proximal_mu_without_fedprox_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, "[training]\nstrategy = 'fedavg'\nproximal_mu = 0.1\n"))
+    assert "training.proximal_mu" in str(err.value)
+    assert "training.strategy" in str(err.value)
+    spec = load_spec(write(tmp_path, "[training]\nstrategy = 'fedprox'\nproximal_mu = 0.1\n"))
+    assert spec.training.proximal_mu == 0.1
+    # mu = 0 with FedAvg is the default and stays valid
+    assert load_spec(write(tmp_path, "[training]\nstrategy = 'fedavg'\n")).training.proximal_mu == 0
