@@ -28,7 +28,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ from client_force.force_dataset import (
     load_force_dataset,
     split_by_pseudonym,
 )
+from client_force.privacy_policy import SIMULATION_POLICY
+from client_force.private_training import install_policy
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel, get_weights, load_initial_weights
@@ -89,9 +91,20 @@ def initial_weights(settings: FlowerSettings) -> list[np.ndarray]:
         torch.random.set_rng_state(state)
 
 
+AUDIT_MIN_NOISE = 1e-4
+"""The scratch copy's policy floor: low enough for the audit's noise-free reference run."""
+
+
 def scratch_force(force: SimulatedForce, folder: Path) -> SimulatedForce:
-    """An independent copy of the force's store and key file under ``folder``."""
-    return force.copy_to(folder / "store" / force.name, folder / "keys" / f"{force.name}.key")
+    """An independent copy of the force's store and key file under ``folder``.
+
+    The copy gets the simulation policy with a lower noise floor, so that the audit's
+    noise-free reference (noise multiplier 0.001, recorded as such in the copy's ledger) can
+    run on it; the force's own store keeps its own policy.
+    """
+    copy = force.copy_to(folder / "store" / force.name, folder / "keys" / f"{force.name}.key")
+    install_policy(copy.store, replace(SIMULATION_POLICY, min_noise_multiplier=AUDIT_MIN_NOISE))
+    return copy
 
 
 def _training_side(settings: FlowerSettings) -> Callable[[np.ndarray], np.ndarray]:

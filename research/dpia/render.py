@@ -72,6 +72,8 @@ code { font-size: .92em; }
   h2, h3 { break-after: avoid; }
   figure, table, .person-field, .missing { break-inside: avoid; }
   figure img { max-height: 150mm; width: auto; max-width: 100%; }
+  table { font-size: 7.5pt; }
+  th, td { padding: 2px 3px; overflow-wrap: anywhere; }
   a { color: inherit; text-decoration: none; }
   th { background: #eee !important; -webkit-print-color-adjust: exact;
        print-color-adjust: exact; }
