@@ -11,4 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -c constraints.txt -e ".${extra}"
+# The tests render the DPIA report in headless Chromium (tests/dpia): Debian's package.
+if [ "${1:-}" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (Debian package) for the DPIA browser test"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 echo "anprfed installed in .venv ($(.venv/bin/anprfed --version))"
