@@ -242,14 +242,20 @@ def render(p: dict) -> str:
     ]
     for sec in p["sections"]:
         t = sec["config"]["trained_with"]
+        how = (
+            f"the study recipe `{t['dp_recipe']}` as the force resolves it (Adam at 0.01, "
+            f"expected batch N/10, 5 epochs over the study's {t['rounds']} rounds, clipping 1)"
+            if t["dp_recipe"]
+            else f"{t['optimizer']} at {t['learning_rate']:g} (momentum 0.9), expected batch "
+            f"{t['batch_size']}, {t['rounds']} rounds x {t['local_epochs']} local epochs, "
+            f"clipping {t['max_grad_norm']:g} (the recipe's batch, epochs and clipping)"
+        )
         lines += [
             "",
             f"## {sec['title']}",
             "",
             f"{sec['config']['canaries']} {sec['config']['kind']} canaries; trained with "
-            f"{t['optimizer']} at {t['learning_rate']:g} (recipe `{t['dp_recipe'] or '-'}`), "
-            f"expected batch {t['batch_size']}, {t['rounds']} rounds x {t['local_epochs']} "
-            f"local epochs, clipping {t['max_grad_norm']:g}. Took {sec['seconds']:.0f} s.",
+            f"{how}. Took {sec['seconds']:.0f} s.",
             "",
             "| run | view | ledger eps | guesses | correct | eps lower bound | max testable "
             "| separation | above own claim |",
@@ -274,8 +280,7 @@ def render(p: dict) -> str:
         "* The gradient audit trains with SGD: the privacy claim covers the noisy gradient "
         "sequence and the optimiser is post-processing, so SGD tests the same clipping, noise "
         "and accounting code where it is most observable. Under Adam (the study recipe) "
-        "per-coordinate normalisation hides the canaries (see the study-optimizer section "
-        "when run).",
+        "per-coordinate normalisation hides the canaries (the Adam section, when run).",
         "* White-box and final-model views nearly coincide for one force: the round steps "
         "telescope to the final model; the white-box view only weights rounds.",
         "",
@@ -285,7 +290,9 @@ def render(p: dict) -> str:
         f"--force {p['force']} --canaries {p['argv']['canaries']} --input-canaries "
         f"{p['argv']['input_canaries']}"
         + (" --study-optimizer" if p["argv"]["study_optimizer"] else "")
-        + "` on a run of `anprfed study run` (see the run's spec in this page's JSON).",
+        + "` on a run of `anprfed study run` from `anprfed study example` with vehicles 2000, "
+        'days 500, designs ["federated"], rounds 2, no epsilon or retention sweep '
+        "(`nice -n 10 anprfed study run spec.toml --out RUN_DIR`, about 2 minutes).",
         "",
     ]
     return "\n".join(lines)
