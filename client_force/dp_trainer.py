@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+from client_force.gradient_canaries import GradientCanaries, attach
 from privacy.dp.accountant import Mechanism, make_accountant
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -100,8 +101,15 @@ def run_dp_sgd(
     loss_fn: nn.Module,
     generator: torch.Generator,
     grad_sample_mode: str = "hooks",
+    probes: GradientCanaries | None = None,
+    probe_generator: torch.Generator | None = None,
 ) -> DPRunResult:
     """Train a deep copy of ``model`` with DP-SGD; ``model`` itself is not modified.
+
+    ``probes`` (audits only, see ``client_force.gradient_canaries``) are added to every step's
+    clipped sum before the noise, each Poisson-sampled at ``sample_rate`` from
+    ``probe_generator`` (a generator of their own, so the data's sampling and noise streams
+    are the same with or without probes).
 
     The Opacus accountant starts from ``prior_history`` (the force's ledger), so its history
     after the run is the force's whole history; the run checks that it grew by exactly this
@@ -129,6 +137,8 @@ def run_dp_sgd(
             loss_fn=loss_fn,
             generator=generator,
             grad_sample_mode=grad_sample_mode,
+            probes=probes,
+            probe_generator=probe_generator,
         )
 
 
@@ -146,6 +156,8 @@ def _run(
     loss_fn: nn.Module,
     generator: torch.Generator,
     grad_sample_mode: str,
+    probes: GradientCanaries | None = None,
+    probe_generator: torch.Generator | None = None,
 ) -> DPRunResult:
     """``run_dp_sgd`` after validation, with Opacus's known warnings silenced."""
     work = copy.deepcopy(model)
@@ -173,6 +185,10 @@ def _run(
         criterion = loss_fn
     if abs(optimizer.expected_batch_size - sample_rate * len(dataset)) > 1.0:
         raise RuntimeError("Opacus derived a different sample rate from the loader")
+    if probes is not None:
+        if probe_generator is None:
+            raise ValueError("audit probes need their own generator")
+        attach(optimizer, probes, sample_rate=sample_rate, generator=probe_generator)
 
     total_loss, total_rows = 0.0, 0
     for _ in range(epochs):

@@ -33,6 +33,7 @@ import numpy as np
 from client_force.dp_recipe import RecipeError
 from client_force.dp_recipe import resolve as resolve_recipe
 from client_force.force_dataset import ForceDataError, ForceDataset, load_force_dataset
+from client_force.gradient_canaries import ProbeError
 from client_force.node_settings import NodeSettingsError, NodeStore, resolve_node_store
 from client_force.privacy_policy import PolicyError, PolicyRefusedError
 from client_force.private_training import ForcePrivacyEngine, ledger_path_for
@@ -251,6 +252,9 @@ def local_train(
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
         training = proximal_training(training, model, proximal_mu)
         try:
+            probes = engine.audit_probes(store, settings)
+            if probes is not None and not settings.dp_enabled:
+                raise PolicyRefusedError("audit probes need DP training (dp-enabled = true)")
             if settings.dp_enabled:
                 metrics = engine.train(
                     model,
@@ -263,6 +267,7 @@ def local_train(
                     training=training,
                     dp_request=dp_request,
                     recipe=recipe,
+                    probes=probes,
                 ).metrics
             else:
                 metrics = engine.train_nonprivate(
@@ -281,6 +286,8 @@ def local_train(
         except DPConfigError as exc:
             raise RoundRefusedError("no-training-data", f"{type(exc).__name__}: {exc}") from None
         except LedgerError as exc:  # tampered, rolled back or deleted: nothing trains
+            raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None
+        except (StoreError, ProbeError) as exc:  # e.g. a planted audit-probe artifact
             raise RoundRefusedError("store-unavailable", f"{type(exc).__name__}: {exc}") from None
         outcome = TrainOutcome(arrays=get_weights(model), metrics=metrics)
         if node_id is not None:

@@ -15,7 +15,11 @@ The run config (chosen by whoever starts a Flower run, i.e. the national server)
 * ``allow-simulation-settings``: whether ``training-seed`` (fixed DP noise) and
   ``ledger-scope`` (a separate ledger per simulated sweep point, whose budget is the run
   config's ``dp-target-epsilon``) are accepted at all. False by default: a deployed SuperNode
-  refuses them. Only a simulated force (``client_force.simulated_force``) sets it.
+  refuses them. Only a simulated force (``client_force.simulated_force``) sets it;
+* ``allow-audit-probes``: whether the force adds the Dirac gradient canaries of a canary audit
+  (``client_force.gradient_canaries``) found in its own store to its DP-SGD steps. False by
+  default and in the simulation policy; requires ``allow-simulation-settings``. Only the canary
+  audit's scratch copy of a store sets it; no run-config key can.
 
 Where it comes from, first found wins: ``policy-file`` in the node config (deployment: the
 SuperNode's ``--node-config``, a file the force's operator controls), then
@@ -64,6 +68,7 @@ class PrivacyPolicy:
     evaluate_noise_multiplier: float = 10.0
     loss_clip: float = 10.0
     allow_simulation_settings: bool = False
+    allow_audit_probes: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
@@ -87,6 +92,11 @@ class PrivacyPolicy:
         for name in ("metric_noise_multiplier", "evaluate_noise_multiplier", "loss_clip"):
             value = getattr(self, name)
             need(value > 0 and math.isfinite(value), name.replace("_", "-"), "must be > 0")
+        need(
+            not self.allow_audit_probes or self.allow_simulation_settings,
+            "allow-audit-probes",
+            "requires allow-simulation-settings (audit probes are simulation-only)",
+        )
 
     # ------------------------------------------------------------------ files
     @classmethod

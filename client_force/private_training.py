@@ -14,6 +14,9 @@ simulated force) never assemble ledgers, accountants or DP configs themselves:
   (``os.urandom``), unless the policy allows ``training-seed`` (simulation only);
 * **training** (``client_force.training.train_round``: reserve, Opacus DP-SGD, complete) with
   noise calibrated so the whole study plan, releases included, fits ``dp-target-epsilon``;
+* **audit probes** (:meth:`ForcePrivacyEngine.audit_probes`): the Dirac gradient canaries of a
+  canary audit, read from the force's own store and used only when its policy allows them
+  (``client_force.gradient_canaries``);
 * the **release** of every scalar that leaves: a round's example count and loss, and held-out
   evaluation metrics, are post-processing of one Gaussian release per round, charged to the
   ledger (kind ``release`` / ``evaluate``); evaluate rounds are counted and capped.
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from client_force.gradient_canaries import GradientCanaries, has_probes, read_probes
 from client_force.privacy_policy import (
     DEFAULT_POLICY as DEFAULT_POLICY_FOR_STATUS,
 )
@@ -279,6 +283,26 @@ class ForcePrivacyEngine:
             return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
         return int.from_bytes(os.urandom(8), "little") >> 1
 
+    def audit_probes(self, store: Any, settings: FlowerSettings) -> GradientCanaries | None:
+        """The store's audit probes if its policy allows them, None if it holds none.
+
+        Refuses (``PolicyRefusedError``) a store that holds probes while the policy does not
+        allow them, or a round outside a simulation ledger scope; a probe artifact that fails
+        the store's authentication raises the store's integrity error.
+        """
+        if not has_probes(store):
+            return None
+        if not self.policy.allow_audit_probes:
+            raise PolicyRefusedError(
+                "this store holds audit probes (gradient canaries) but the force's privacy "
+                "policy does not allow audit probes; refusing to train"
+            )
+        if not self._simulated(settings):
+            raise PolicyRefusedError(
+                "audit probes run only under a simulation ledger scope (ledger-scope)"
+            )
+        return read_probes(store)
+
     # ------------------------------------------------------------------ planning
     def plan(
         self,
@@ -358,12 +382,18 @@ class ForcePrivacyEngine:
         training: TrainingConfig,
         dp_request: DPConfig | None = None,
         recipe: dict[str, Any] | None = None,
+        probes: GradientCanaries | None = None,
     ) -> PrivateRound:
         """One DP-SGD round on ``model`` (in place) and the DP release of its scalars.
 
         ``dp_request`` is the plan the run config (or its public recipe) asks for; the
-        force's policy decides its delta and noise and may refuse it.
+        force's policy decides its delta and noise and may refuse it. ``probes`` come only
+        from :meth:`audit_probes` (checked again here against the policy).
         """
+        if probes is not None and not (
+            self.policy.allow_audit_probes and self._simulated(settings)
+        ):
+            raise PolicyRefusedError("this force's privacy policy does not allow audit probes")
         n = len(examples)
         ledger = self.ledger(settings, n)
         dp = self.plan(settings, n, ledger, dp_request)
@@ -380,6 +410,10 @@ class ForcePrivacyEngine:
             run_id=run_id,
             training=replace(training, seed=seed),
             recipe=recipe,
+            probes=probes,
+            probe_seed=None
+            if probes is None
+            else self.seed(settings, force, server_round, "probes"),
         )
         losses = _bce(predict_scores(model, examples), np.asarray(labels), self.policy.loss_clip)
         noisy = self._release(

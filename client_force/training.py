@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from client_force.dp_trainer import make_generator, run_dp_sgd
+from client_force.gradient_canaries import GradientCanaries
 from federation.features import ExampleSet, align_labels
 from federation.metrics import DEFAULT_TARGET_PREVALENCE, evaluate_scores
 from federation.model import example_tensors, predict_scores
@@ -121,6 +122,8 @@ def train_round(
     run_id: str = "",
     training: TrainingConfig | None = None,
     recipe: Mapping[str, Any] | None = None,
+    probes: GradientCanaries | None = None,
+    probe_seed: int | None = None,
 ) -> RoundResult:
     """Train ``model`` in place for one round of vehicle-level DP-SGD (see module docstring).
 
@@ -137,6 +140,9 @@ def train_round(
         training: optimiser settings.
         recipe: the training recipe these settings came from (``client_force.dp_recipe``;
             name, version and every value), recorded in the ledger entry.
+        probes: audit probes (Dirac gradient canaries) to add in every DP-SGD step; only the
+            force's privacy engine passes them, when its policy allows
+            (``client_force.gradient_canaries``). ``probe_seed`` seeds their Poisson draws.
 
     Raises:
         PrivacyBudgetExceeded: the round would take the force past its epsilon budget.
@@ -176,6 +182,8 @@ def train_round(
         loss_fn=training.make_loss(),
         generator=make_generator(training.seed),
         grad_sample_mode=training.grad_sample_mode,
+        probes=probes,
+        probe_generator=None if probes is None else make_generator(probe_seed),
     )
     model.load_state_dict(result.state_dict)
     ledger.complete(entry.seq)

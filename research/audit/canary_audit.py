@@ -1,9 +1,24 @@
 """The canary audit of a force's DP training: claimed run, noise-free reference, verdict.
 
+Two kinds of canary (``CanaryAuditConfig.kind``):
+
+* ``gradient`` (the default): Dirac gradient canaries added inside the force's own DP-SGD step
+  (:mod:`client_force.gradient_canaries`, :mod:`research.audit.dirac`): the literature's
+  white-box audit of DP-SGD, the most observable test of the clip + noise + accounting code.
+  They are scored on the weights the server received: white-box (round by round) and the
+  final model. By default the audit trains with plain SGD (momentum 0.9) instead of the study
+  recipe's Adam, keeping the recipe's batch, epochs, rounds and clipping (so the same
+  accounting): the privacy claim covers the noisy gradient sequence and the optimiser is
+  post-processing, but Adam's per-coordinate normalisation moves an included and an excluded
+  coordinate by about the learning rate each and destroys the audit's power
+  (``optimizer="study"`` keeps the recipe and reports that power honestly);
+* ``input``: canary *vehicles* with rare feature patterns (:mod:`research.audit.canaries`),
+  scored white-box and black-box from the model's outputs.
+
 For one sweep point of a study (design, epsilon, retention window) and one force:
 
-* draw ``m`` canaries and their inclusion coins (:mod:`research.audit.canaries`), plant the
-  included ones in a scratch copy of the force's store (:mod:`research.audit.canary_run`);
+* draw ``m`` canaries and their inclusion coins, plant the included ones in a scratch copy of
+  the force's store (:mod:`research.audit.canary_run`);
 * **claimed**: train with the sweep point's own settings through the force's round code; the
   ledger says which epsilon this run claims;
 * **reference**: the same canaries, data, model and rounds with the noise taken out honestly
@@ -22,15 +37,20 @@ the CLI; variants that lie to the ledger exist only in tests and benchmarks.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client_force.dp_recipe import resolve as resolve_recipe
+from client_force.force_dataset import clear_memory_cache, load_force_dataset
+from client_force.gradient_canaries import write_probes
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from federation.model import TrajectoryModel
+from research.audit import dirac
 from research.audit.canaries import DEFAULT_AMPLITUDE, CanarySet
 from research.audit.canary_run import (
     TrainedRun,
@@ -51,24 +71,37 @@ REFERENCE_NOISE = 1e-3
 REFERENCE_BUDGET = 1e12
 """Ledger budget of the reference's own scope (its real epsilon is millions, and recorded)."""
 VIEWS = ("white-box", "black-box")
+GRADIENT_VIEWS = ("white-box", "final-model")
+KINDS = ("gradient", "input")
+AUDIT_OPTIMIZERS = ("sgd", "study")
 
 Trainer = Callable[[SimulatedForce, FlowerSettings, str], TrainedRun]
 
 
 @dataclass(frozen=True)
 class CanaryAuditConfig:
-    """How many canaries, how far out, at what confidence, with which training engine."""
+    """Which canaries, how many, at what confidence, with which engine and optimiser."""
 
     canaries: int = 1000
-    amplitude: float = DEFAULT_AMPLITUDE
+    amplitude: float = DEFAULT_AMPLITUDE  # input canaries only
     confidence: float = 0.95
     seed: int = 0
     engine: str = "flower"
     training_seed: int = -1  # -1: the force's OS entropy, as in a study; >= 0 for benchmarks
+    kind: str = "gradient"
+    optimizer: str = "sgd"  # gradient canaries: "sgd" (default) or "study" (the recipe's)
+    learning_rate: float = 0.1  # of the audit's SGD
+    drift_pilot: bool = True  # gradient canaries: subtract a canary-free noise-free run's steps
 
     def __post_init__(self) -> None:
         if self.canaries < 20:
             raise ValueError(f"use at least 20 canaries; got {self.canaries}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
+        if self.optimizer not in AUDIT_OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {AUDIT_OPTIMIZERS}")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1); got {self.confidence}")
         if self.amplitude <= 0:
@@ -82,6 +115,8 @@ class VariantResult:
     variant: str  # "claimed", "reference" (or a test-only variant)
     run: TrainedRun
     bounds: dict[str, OneRunBound]  # by view
+    kind: str = "input"
+    separation: dict[str, float] = field(default_factory=dict)  # by view (gradient canaries)
 
     def row(self, claimed_epsilon: float) -> list[dict[str, Any]]:
         """One row per view (counts and bounds only, no canary's score)."""
@@ -89,6 +124,7 @@ class VariantResult:
         for view, b in self.bounds.items():
             out.append(
                 {
+                    "canary_kind": self.kind,
                     "variant": self.variant,
                     "view": view,
                     "ledger_epsilon": self.run.ledger_epsilon,
@@ -106,6 +142,7 @@ class VariantResult:
                     # above the audited run's claim: the audit could catch a failure there
                     "exceeds_audited_claim": bool(b.epsilon_lower > claimed_epsilon),
                     "train_seconds": round(self.run.seconds, 1),
+                    "separation": self.separation.get(view, math.nan),
                 }
             )
         return out
@@ -128,6 +165,60 @@ def judge(
         view: one_run_audit(s, canaries.included, delta=delta, confidence=confidence)
         for view, s in scores.items()
     }
+
+
+def judge_gradient(
+    run: TrainedRun,
+    canaries: dirac.DiracCanaries,
+    confidence: float,
+    delta: float,
+    baseline: TrainedRun | None = None,
+) -> tuple[dict[str, OneRunBound], dict[str, float]]:
+    """White-box and final-model one-run bounds of one run with gradient canaries, and how
+    far each view's scores separate included from excluded canaries (``baseline``: the drift
+    pilot's rounds, subtracted; see :mod:`research.audit.dirac`)."""
+    base = None if baseline is None else baseline.rounds
+    scores = {
+        "white-box": dirac.white_box_scores(run.rounds, canaries, run.noise_effects, base),
+        "final-model": dirac.final_model_scores(run.rounds, canaries, run.noise_effects, base),
+    }
+    bounds = {
+        view: one_run_audit(s, canaries.included, delta=delta, confidence=confidence)
+        for view, s in scores.items()
+    }
+    separation = {
+        view: dirac.drift_summary(s, canaries)["separation"] for view, s in scores.items()
+    }
+    return bounds, separation
+
+
+def audit_training(
+    settings: FlowerSettings, n_train: int, config: CanaryAuditConfig
+) -> FlowerSettings:
+    """The settings the gradient audit trains with (module docstring).
+
+    ``optimizer="sgd"``: the sweep point's batch, local epochs and clipping (resolved from its
+    recipe for this force's ``n_train`` vehicles when it names one), so the same accounting,
+    with plain SGD (momentum 0.9) at ``config.learning_rate``. ``"study"``: unchanged.
+    """
+    if config.kind != "gradient" or config.optimizer == "study":
+        return settings
+    batch, epochs, clip = settings.batch_size, settings.local_epochs, settings.dp_max_grad_norm
+    if settings.dp_recipe:
+        recipe = resolve_recipe(settings.dp_recipe, n_train, settings.num_server_rounds)
+        batch, epochs, clip = (
+            recipe.expected_batch_size,
+            recipe.local_epochs,
+            recipe.max_grad_norm,
+        )
+    return settings.replace(
+        dp_recipe="",
+        optimizer="sgd",
+        learning_rate=config.learning_rate,
+        batch_size=batch,
+        local_epochs=epochs,
+        dp_max_grad_norm=clip,
+    )
 
 
 def power_sentence(
@@ -221,13 +312,45 @@ def run_canary_audit(
         min_available_nodes=1,
         min_replies=1,
     )
-    canaries = draw_canaries(config.canaries, settings, config.seed, amplitude=config.amplitude)
-    n_train = plant(copy.store, settings, canaries)
-    if log:
-        log(
-            f"{force.name}: {int(canaries.included.sum())} of {len(canaries)} canaries planted "
-            f"among {n_train} training vehicles"
-        )
+    canaries: CanarySet | dirac.DiracCanaries
+    pilot: TrainedRun | None = None
+    if config.kind == "gradient":
+        clear_memory_cache()
+        n_train = len(load_force_dataset(copy.store, settings, use_store_cache=True).train)
+        settings = audit_training(settings, n_train, config)
+        canaries = dirac.draw_dirac(config.canaries, settings.model_config(), config.seed)
+        if config.drift_pilot:
+            # Before the probes exist: a noise-free run without canaries, its own seed.
+            pilot_plan = settings.replace(
+                dp_noise_multiplier=REFERENCE_NOISE,
+                dp_target_epsilon=REFERENCE_BUDGET,
+                training_seed=-1 if settings.training_seed < 0 else settings.training_seed + 7919,
+                ledger_scope="canary-audit-drift-pilot",
+                study_id=f"canary-audit/{design}/{epsilon:g}/{retention_days}d/drift-pilot",
+                results_dir=str(Path(scratch) / "server" / "drift-pilot"),
+            )
+            if log:
+                log(f"{force.name}: training the drift pilot (no canaries, {config.engine})")
+            if trainer is not None:
+                pilot = trainer(copy, pilot_plan, "canary-drift-pilot")
+            else:
+                pilot = train(copy, pilot_plan, engine=config.engine, run_id="canary-drift-pilot")
+        write_probes(copy.store, canaries.probes)
+        if log:
+            log(
+                f"{force.name}: {int(canaries.included.sum())} of {len(canaries)} gradient "
+                f"canaries given to the force's DP step ({n_train} training vehicles; "
+                f"{settings.optimizer} at {settings.learning_rate:g}, expected batch "
+                f"{settings.batch_size}, {settings.local_epochs} local epoch(s))"
+            )
+    else:
+        canaries = draw_canaries(config.canaries, settings, config.seed, amplitude=config.amplitude)
+        n_train = plant(copy.store, settings, canaries)
+        if log:
+            log(
+                f"{force.name}: {int(canaries.included.sum())} of {len(canaries)} canaries "
+                f"planted among {n_train} training vehicles"
+            )
     plans: dict[str, FlowerSettings] = {
         "claimed": settings,
         "reference": settings.replace(
@@ -256,11 +379,28 @@ def run_canary_audit(
         retention_days=retention_days,
         force=force.name,
         claimed_epsilon=claimed.ledger_epsilon,
-        config=asdict(config),
+        config={
+            **asdict(config),
+            "trained_with": {
+                "optimizer": settings.optimizer,
+                "learning_rate": settings.learning_rate,
+                "batch_size": settings.batch_size,
+                "local_epochs": settings.local_epochs,
+                "rounds": settings.num_server_rounds,
+                "max_grad_norm": settings.dp_max_grad_norm,
+                "dp_recipe": settings.dp_recipe,
+            },
+        },
     )
     for name, run in runs.items():
-        bounds = judge(run, canaries, settings, config.confidence, claimed.delta)
-        result.variants.append(VariantResult(name, run, bounds))
+        if isinstance(canaries, dirac.DiracCanaries):
+            bounds, separation = judge_gradient(
+                run, canaries, config.confidence, claimed.delta, pilot
+            )
+            result.variants.append(VariantResult(name, run, bounds, "gradient", separation))
+        else:
+            bounds = judge(run, canaries, settings, config.confidence, claimed.delta)
+            result.variants.append(VariantResult(name, run, bounds, "input"))
     by_name = {v.variant: v.bounds for v in result.variants}
     result.verdict = power_sentence(
         claimed.ledger_epsilon, by_name["reference"], by_name["claimed"]

@@ -151,10 +151,18 @@ def _write(
         summary_path,
         jsonable(
             {
-                "method": "one-run audit (Steinke, Nasr and Jagielski 2023) with input-space "
-                "canary vehicles; white-box = the server's round-by-round view, black-box = "
-                "the final model",
+                "method": "one-run audit (Steinke, Nasr and Jagielski 2023) with "
+                + (
+                    "Dirac gradient canaries in the force's DP-SGD step (audited with "
+                    f"{config.optimizer}); white-box = the server's round-by-round view, "
+                    "final-model = the last global model"
+                    if config.kind == "gradient"
+                    else "input-space canary vehicles; white-box = the server's "
+                    "round-by-round view, black-box = the final model"
+                ),
                 "config": {
+                    "kind": config.kind,
+                    "optimizer": config.optimizer,
                     "canaries": config.canaries,
                     "amplitude": config.amplitude,
                     "confidence": config.confidence,

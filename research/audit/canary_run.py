@@ -71,6 +71,9 @@ class TrainedRun:
     delta: float
     noise_multiplier: float
     seconds: float
+    # What a known noise sequence moved in each round (flat arrays), when the auditor can
+    # regenerate it (test/benchmark variants only, ``research.audit.broken_dp``); else None.
+    noise_effects: list[np.ndarray] | None = None
 
 
 def initial_weights(settings: FlowerSettings) -> list[np.ndarray]:
@@ -100,10 +103,14 @@ def scratch_force(force: SimulatedForce, folder: Path) -> SimulatedForce:
 
     The copy gets the simulation policy with a lower noise floor, so that the audit's
     noise-free reference (noise multiplier 0.001, recorded as such in the copy's ledger) can
-    run on it; the force's own store keeps its own policy.
+    run on it, and with ``allow-audit-probes`` so that it adds the audit's gradient canaries
+    (``client_force.gradient_canaries``); the force's own store keeps its own policy.
     """
     copy = force.copy_to(folder / "store" / force.name, folder / "keys" / f"{force.name}.key")
-    install_policy(copy.store, replace(SIMULATION_POLICY, min_noise_multiplier=AUDIT_MIN_NOISE))
+    install_policy(
+        copy.store,
+        replace(SIMULATION_POLICY, min_noise_multiplier=AUDIT_MIN_NOISE, allow_audit_probes=True),
+    )
     return copy
 
 

@@ -3,10 +3,10 @@
 * ``audit RUN_DIR``: membership inference (loss threshold and LiRA with shadow models) against
   every trained model of the run, at every force, with whole vehicles as members; results go
   to ``RUN_DIR/privacy/`` and ``RUN_DIR/plots/`` (see ``research.audit.membership``).
-* ``canary-audit RUN_DIR``: plant canary vehicles in a copy of a force's store, retrain its
-  DP rounds (claimed and a noise-free reference) in a Flower simulation and bound epsilon with
-  the one-run method, white-box and black-box (see ``research.audit.canary_audit``); results
-  to ``RUN_DIR/privacy/canary_audit*``.
+* ``canary-audit RUN_DIR``: give a copy of a force's store Dirac gradient canaries (default)
+  or canary vehicles, retrain its DP rounds (claimed and a noise-free reference) in a Flower
+  simulation and bound epsilon with the one-run method, white-box and from the final model
+  (see ``research.audit.canary_audit``); results to ``RUN_DIR/privacy/canary_audit*``.
 * ``reid-demo``: reverse unkeyed MD5 pseudonyms of synthetic plates by enumerating the UK
   plate space, measure the hash rate, project the full space, and contrast the keyed hash
   (see ``research.audit.reid``).
@@ -149,13 +149,23 @@ def canary_audit(
     engine: str = typer.Option(
         "flower", help="flower (a real Flower simulation) or in-process (same client rounds)."
     ),
+    kind: str = typer.Option(
+        "gradient",
+        help="gradient (Dirac gradient canaries in the DP step) or input (canary vehicles).",
+    ),
+    optimizer: str = typer.Option(
+        "sgd",
+        help="Gradient canaries: sgd (the recipe's batch, epochs and clipping with plain SGD; "
+        "the optimiser is post-processing) or study (the recipe's Adam; little power).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the rows and verdicts as JSON."),
 ) -> None:
-    """Plant canary vehicles in a force's data, retrain through its DP path, bound epsilon.
+    """Canaries in a force's DP training (a scratch copy), retrained, epsilon bounded.
 
     For each DP sweep point: the claimed run and a noise-free reference, judged white-box (the
-    server's round-by-round view) and black-box (the final model) with the one-run bound of
-    Steinke, Nasr and Jagielski (2023). Results in RUN_DIR/privacy/canary_audit*.
+    server's round-by-round view) and from the final model with the one-run bound of Steinke,
+    Nasr and Jagielski (2023). Prints whether the claim was tested with power. Results in
+    RUN_DIR/privacy/canary_audit*.
     """
     from research.audit.canary_audit import CanaryAuditConfig
     from research.audit.canary_report import canary_audit_run, summary_of
@@ -170,7 +180,12 @@ def canary_audit(
         raise typer.Exit(EXIT_INPUT)
     try:
         config = CanaryAuditConfig(
-            canaries=canaries, confidence=confidence, seed=seed, engine=engine
+            canaries=canaries,
+            confidence=confidence,
+            seed=seed,
+            engine=engine,
+            kind=kind,
+            optimizer=optimizer,
         )
     except ValueError as exc:
         _console.print(f"[red]error:[/red] {exc}")
@@ -216,10 +231,21 @@ def _print_canary_tables(result: Any, confidence: float) -> None:
             "max = the most these canaries can show",
             caption_justify="left",
         )
-        for col in ("run", "view", "ledger eps", "guesses", "correct", "eps LB", "max", "flag"):
+        for col in (
+            "canaries",
+            "run",
+            "view",
+            "ledger eps",
+            "guesses",
+            "correct",
+            "eps LB",
+            "max",
+            "flag",
+        ):
             table.add_column(col, no_wrap=True)
         for r in audit.rows():
             table.add_row(
+                r["canary_kind"],
                 r["variant"],
                 r["view"],
                 _fmt(r["ledger_epsilon"]),

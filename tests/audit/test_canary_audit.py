@@ -113,7 +113,7 @@ def test_noise_free_and_broken_runs_are_flagged_and_dp_at_eps1_is_not(force) -> 
         epsilon=1.0,
         retention_days=28,
         scratch=scratch,
-        config=CanaryAuditConfig(canaries=300, engine="in-process", training_seed=2),
+        config=CanaryAuditConfig(canaries=300, engine="in-process", training_seed=2, kind="input"),
         extra_variants={"broken-eps1": lambda s: s},
         trainer=_trainer,
     )
@@ -126,9 +126,7 @@ def test_noise_free_and_broken_runs_are_flagged_and_dp_at_eps1_is_not(force) -> 
     print(shown)  # visible with -s: the figures behind the assertions
     assert result.claimed_epsilon == pytest.approx(1.0, abs=0.05)
     # The lying run claims the same epsilon in its ledger...
-    assert by["broken-eps1", "black-box"]["ledger_epsilon"] == pytest.approx(
-        result.claimed_epsilon
-    )
+    assert by["broken-eps1", "black-box"]["ledger_epsilon"] == pytest.approx(result.claimed_epsilon)
     # ...but the audit sees through it, as it sees the honest noise-free reference.
     assert result.other_flags["broken-eps1"], shown
     assert result.tested_with_power, shown
@@ -157,6 +155,8 @@ def test_the_cli_path_cannot_reach_a_broken_variant() -> None:
         "confidence",
         "seed",
         "engine",
+        "kind",
+        "optimizer",
         "as_json",
     }
     runner = CliRunner()

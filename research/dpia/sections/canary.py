@@ -3,7 +3,8 @@
 Reads ``privacy/canary_audit_summary.json`` and ``privacy/canary_audit.csv`` written by
 ``anprfed privacy canary-audit`` (``research.audit.canary_report``). For every audited sweep
 point and force the pack shows, side by side, the ledger's claim, the claimed run's one-run
-lower bounds (white-box and black-box), the noise-free reference's bound, and the verdict
+lower bounds (every view: white-box and final-model for gradient canaries, white-box and
+black-box for canary vehicles), the noise-free reference's bound, and the verdict
 sentence saying whether the claim was tested with power.
 """
 
@@ -66,7 +67,7 @@ def canary_blocks(run_root: Path, book: Any, sid: str) -> list[Block]:
                     f"canary audit ({where}): lower bound, claimed run",
                     _best(mine, "claimed"),
                     ROWS,
-                    "max eps_lower_bound over the claimed run's white-box and black-box rows",
+                    "max eps_lower_bound over the claimed run's rows (every view)",
                 ),
                 book.add(
                     sid,
@@ -82,9 +83,11 @@ def canary_blocks(run_root: Path, book: Any, sid: str) -> list[Block]:
         Heading("Canary audit of the DP training"),
         Para(
             [
-                "Canary vehicles were planted in a copy of a force's data and the force's DP "
-                "training was rerun; the one-run method (Steinke, Nasr and Jagielski 2023) turns "
-                "the guesses of which canaries were trained on into a lower bound on epsilon. "
+                "Canaries (Dirac gradient canaries in the force's DP-SGD step, or canary "
+                "vehicles; see privacy/canary_audit_summary.json) were given to a copy of a "
+                "force's data and the force's DP training was rerun; the one-run method "
+                "(Steinke, Nasr and Jagielski 2023) turns the guesses of which canaries were "
+                "trained on into a lower bound on epsilon. "
                 "A noise-free reference run shows whether the audit could have caught a failure."
             ]
         ),
