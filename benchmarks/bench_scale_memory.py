@@ -8,7 +8,9 @@ how much building adds per read and per vehicle, which is what
 ``research.study.capacity`` uses to refuse a scenario that cannot fit.
 
 Usage: ``python benchmarks/bench_scale_memory.py [--vehicles 20000 50000 100000]``
-``[--reads-per-vehicle 30] [--max-reads 32]``; writes ``docs/benchmarks/scale-memory.md``.
+``[--reads-per-vehicle 30] [--max-reads 32]``; writes ``docs/benchmarks/scale-memory-ranges.md``.
+From a real encrypted store, old builder against the streamed one:
+``benchmarks/bench_scale_store_memory.py`` (``docs/benchmarks/scale-memory.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "docs" / "benchmarks" / "scale-memory.md"
+OUT = REPO / "docs" / "benchmarks" / "scale-memory-ranges.md"
 
 
 def _peak_mb() -> float:

@@ -27,15 +27,19 @@ import inspect
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from client_force.streamed_examples import (
+    DEFAULT_READS_PER_BUCKET,
+    ProgressCallback,
+    build_window_examples,
+)
 from federation.features import READ_FEATURES, SUMMARY_FEATURES, ExampleSet
-from federation.features.build import build_examples_chunked
 from federation.flower_settings import FlowerSettings
 
 log = logging.getLogger(__name__)
@@ -155,8 +159,15 @@ def load_examples(
     max_reads: int,
     *,
     use_store_cache: bool = True,
+    reads_per_bucket: int = DEFAULT_READS_PER_BUCKET,
+    progress: ProgressCallback | None = None,
 ) -> tuple[ExampleSet, tuple[date, ...]]:
-    """The force's examples for ``[start, end)`` and the partition days they came from."""
+    """The force's examples for ``[start, end)`` and the partition days they came from.
+
+    Built by :func:`client_force.streamed_examples.build_window_examples` (memory bounded by
+    ``reads_per_bucket`` reads at a time) unless cached; ``progress(stage, done, total)``
+    reports days read and buckets built (counts only).
+    """
     days = window_days(store, start, end)
     fingerprint = _fingerprint(store, days)
     name = _cache_name(store.key_epoch, start, end, max_reads, fingerprint)
@@ -172,20 +183,26 @@ def load_examples(
             log.warning("feature cache unreadable (%s); rebuilding", type(exc).__name__)
             examples = None
     if examples is None:
-        reads = store.read_reads(start, end - timedelta(days=1)) if days else None
-        cameras = store.read_cameras().rename_columns(["camera", "lat", "lon", "road_class"])
-        if reads is None or reads.num_rows == 0:
+        # One pass over the day partitions, spilled by pseudonym bucket (encrypted), then
+        # built bucket by bucket: the same examples, memory bounded by a bucket of reads.
+        built = (
+            build_window_examples(
+                store,
+                days,
+                start,
+                end,
+                max_reads,
+                reads_per_bucket=reads_per_bucket,
+                progress=progress,
+            )
+            if days
+            else None
+        )
+        if built is None:
             raise ForceDataError(
                 f"no retained reads between {start.isoformat()} and {end.isoformat()}"
             )
-        # Range by range of pseudonyms: the same examples, bounded working memory.
-        examples = build_examples_chunked(
-            reads,
-            cameras,
-            pd.Timestamp(start, tz="UTC"),
-            pd.Timestamp(end, tz="UTC"),
-            max_reads=max_reads,
-        )
+        examples = built
         if use_store_cache:
             _write_cache(store, name, examples, days)
     _MEMORY_CACHE[memory_key] = examples
@@ -284,9 +301,16 @@ def split_by_pseudonym(
 
 # ----------------------------------------------------------------------------- dataset
 def load_force_dataset(
-    store: Any, settings: FlowerSettings, *, use_store_cache: bool | None = None
+    store: Any,
+    settings: FlowerSettings,
+    *,
+    use_store_cache: bool | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ForceDataset:
-    """Examples, labels and the train/held-out split of one force for the study settings."""
+    """Examples, labels and the train/held-out split of one force for the study settings.
+
+    ``progress(stage, done, total)``, if given, follows example building (:func:`load_examples`).
+    """
     cache = settings.feature_cache if use_store_cache is None else use_store_cache
     examples, days = load_examples(
         store,
@@ -294,6 +318,7 @@ def load_force_dataset(
         settings.window_end_date,
         settings.max_reads,
         use_store_cache=cache,
+        progress=progress,
     )
     if len(examples) == 0:
         raise ForceDataError("no vehicle has a retained read in the study window")

@@ -30,6 +30,7 @@ from client_force.labels import ingest_labels_frame
 from client_force.node_settings import NodeStore, write_node_config
 from client_force.privacy_policy import SIMULATION_POLICY
 from client_force.private_training import ForcePrivacyEngine, install_policy, ledger_path_for
+from client_force.streamed_examples import ProgressCallback
 from federation.flower_settings import FlowerSettings
 from federation.model import (
     TrajectoryModel,
@@ -163,9 +164,14 @@ class SimulatedForce:
         }
 
     # ------------------------------------------------------------------ training
-    def dataset(self, settings: FlowerSettings) -> ForceDataset:
-        """The force's examples, labels and held-out split for a sweep point."""
-        return load_force_dataset(self.store, settings)
+    def dataset(
+        self, settings: FlowerSettings, progress: ProgressCallback | None = None
+    ) -> ForceDataset:
+        """The force's examples, labels and held-out split for a sweep point.
+
+        ``progress(stage, done, total)`` follows example building when it is not cached.
+        """
+        return load_force_dataset(self.store, settings, progress=progress)
 
     def write_node_config(self, node_config_dir: Path, partition_id: int) -> Path:
         """Write this force's simulated-node config file (its store and key file only)."""

@@ -10,6 +10,7 @@ Layout under ``STORE/`` (see docs/force-store.md)::
     cameras/register.parquet.enc                  camera register keyed by token
     labels/convictions.parquet.enc                pseudonymised intelligence log
     derived/<name>/data.parquet.enc, manifest.json   derived artifacts and their source days
+    spill/<build>/bucket-<k>.enc                  an example build's encrypted temporary buckets
     logs/ingest.jsonl, logs/purge.jsonl           counts only
     privacy/                                      reserved for the DP ledger
     lock                                          retention.lock.store_lock
@@ -61,6 +62,7 @@ from retention.sealed_files import (
     SealedFileStore,
     check_name,
 )
+from retention.spill import sweep_stale_spills
 from retention.store_errors import (
     PartitionIntegrityError,
     RotationIncompleteError,
@@ -262,7 +264,8 @@ class ForceStore(KeyManagement, QuarantineStore):
             stale = stale_temp_files(self.root)
             for p in stale:
                 remove_file(p)
-        return len(stale)
+        # encrypted spill folders of a killed example build (their key died with it)
+        return len(stale) + sweep_stale_spills(self.root)
 
     # --- accounting ------------------------------------------------------------------------
 

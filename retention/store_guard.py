@@ -22,7 +22,7 @@ from safefiles.atomic import PRIVATE_DIR_MODE, PRIVATE_MODE
 
 #: Paths (relative to the root) that must be folders when present.
 FOLDERS = frozenset(
-    {"keys", "partitions", "quarantine", "cameras", "labels", "derived", "logs", "privacy"}
+    {"keys", "partitions", "quarantine", "cameras", "labels", "derived", "logs", "privacy", "spill"}
 )
 #: Paths that must be regular files when present.
 FILES = frozenset(

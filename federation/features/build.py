@@ -353,7 +353,7 @@ def build_examples_chunked(
     building the examples of disjoint, ascending ranges of pseudonyms and stacking them gives
     exactly the examples of the whole table, in the same order. Each range holds about
     ``chunk_reads`` reads: the arrays of building (~335 bytes per read, see
-    ``docs/benchmarks/scale-memory.md``) exist for one range at a time; the input table and
+    ``docs/benchmarks/scale-memory-ranges.md``) exist for one range at a time; the input table and
     the examples themselves are still held whole. ``reads`` must be a pyarrow Table (as the
     store returns it); a row number in an input error counts within the range.
     """

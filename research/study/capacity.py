@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from federation.features.build import DEFAULT_CHUNK_READS
+from client_force.streamed_examples import DEFAULT_READS_PER_BUCKET
 from research.study.spec import StudySpec
 
 # Reads per vehicle per simulated day (docs/benchmarks/synth.md; a 40,000-vehicle, 60-day
@@ -29,11 +29,15 @@ EXPORT_BYTES_PER_READ = 4.7  # Parquet export: 11.46 MB for 2,446,208 reads (sam
 STORE_BYTES_PER_READ = (
     20.2  # encrypted store: 101 MB for 5,000,000 reads (docs/benchmarks/ingest.md)
 )
-# What building examples adds per read in the window, on top of the reads it holds
-# (docs/benchmarks/scale-memory.md: 330-346 bytes), plus the reads themselves as
-# Arrow and then pandas columns (64-hex pseudonym and camera token, timestamp: ~400 bytes).
-BUILD_BYTES_PER_READ = 350.0
-READS_HELD_BYTES_PER_READ = 400.0
+# Example building streams the window's reads from the store bucket by bucket of pseudonyms
+# (client_force.streamed_examples): what grows with reads is one bucket of at most
+# DEFAULT_READS_PER_BUCKET reads, its table and building arrays, measured at 420-680 bytes a
+# read of the bucket (docs/benchmarks/scale-memory.md), plus one decrypted day partition.
+BUCKET_BYTES_PER_READ = 700.0
+# Examples held while a force's dataset is made: the built set (1x; buckets are stacked as
+# they are freed), its train/held-out copies (1x) and, writing the encrypted feature cache,
+# its Arrow copy and Parquet and sealed bytes (up to 1x more, transient).
+EXAMPLE_COPIES = 3.0
 BASE_PROCESS_BYTES = 1.5 * 2**30  # torch, Flower, Ray client, pandas in the study process
 
 
@@ -101,15 +105,18 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
     example_bytes = spec.training.max_reads * (n_read_features * 4 + 1) + n_summary * 4 + 300
     # Largest force's examples (all its vehicles), built from all its reads in the window.
     largest_vehicles = spec.world.vehicles * share
-    # Building runs range by range (build_examples_chunked): its arrays exist for one range
-    # of DEFAULT_CHUNK_READS reads at a time; the decrypted reads and the examples (the ranges'
-    # parts and their concatenation: x2) are held whole.
-    working = min(largest_window_reads, DEFAULT_CHUNK_READS) * BUILD_BYTES_PER_READ
-    build = largest_window_reads * READS_HELD_BYTES_PER_READ + working
-    build += 2 * largest_vehicles * example_bytes
+    # Building streams the reads bucket by bucket: one bucket's reads and arrays at a time,
+    # then the examples (EXAMPLE_COPIES of them: built set, split, feature cache).
+    build = min(largest_window_reads, DEFAULT_READS_PER_BUCKET) * BUCKET_BYTES_PER_READ
+    build += EXAMPLE_COPIES * largest_vehicles * example_bytes
     # The pooled counterfactual holds every force's training examples, concatenated (x2).
     pooled = 2 * spec.world.vehicles * example_bytes if "pooled" in spec.designs else 0.0
-    peak = BASE_PROCESS_BYTES + max(build, pooled)
+    # The study process and each worker process (local-only workers, Ray actors running the
+    # ClientApps: one a core) keep the examples they loaded in an in-process cache
+    # (client_force.force_dataset, up to 8 sets), which over a study can hold every force's.
+    cached = spec.world.vehicles * example_bytes
+    workers = os.cpu_count() or 1
+    peak = BASE_PROCESS_BYTES + (1 + workers) * cached + max(build, pooled)
     stored = sum(spec.world.vehicles * min(w, spec.world.days) * per_day for w in windows)
     disk = reads * EXPORT_BYTES_PER_READ + stored * STORE_BYTES_PER_READ
     out = Path(out).resolve()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -81,3 +81,18 @@ def _log_lines(
                 shown[task.id] = state
         if now >= next_due:
             next_due = now + interval_s
+
+
+STAGE_NAMES = {"read": "read days", "build": "build buckets"}
+
+
+def example_progress(progress: Progress, label: str) -> Callable[[str, int, int], None]:
+    """A callback for ``client_force.force_dataset.load_force_dataset(progress=...)``: one task
+    for ``label`` whose description names the stage (days read, buckets built)."""
+    task = progress.add_task(f"examples {label}", total=None)
+
+    def update(stage: str, done: int, total: int) -> None:
+        name = STAGE_NAMES.get(stage, stage)
+        progress.update(task, description=f"examples {label}: {name}", completed=done, total=total)
+
+    return update

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from client_force import dp_recipe
+from client_force.force_dataset import ForceDataError
 from client_force.simulated_force import SimulatedForce
 from federation.flower_settings import FlowerSettings
 from federation.metrics import BOOTSTRAP_RESAMPLES
@@ -55,7 +56,7 @@ from research.study.held_out import force_split, save_held_out
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
-from research.study.progress import study_progress
+from research.study.progress import example_progress, study_progress
 from research.study.ray_cluster import StudyRayCluster
 from research.study.results import package_versions, write_json, write_table
 from research.study.retention_outcome import OffenderReads, retention_outcome
@@ -241,6 +242,17 @@ def _build_stores(
     return rows
 
 
+def _build_examples(nodes: list[Any], settings: FlowerSettings, progress: Progress) -> None:
+    """Build (or load from the store's encrypted cache) each force's examples for the window,
+    with progress: the designs then load them from the cache instead of building in silence."""
+    window = f"{settings.window_start}..{settings.window_end}"
+    for node in nodes:
+        try:
+            node.dataset(settings, progress=example_progress(progress, f"{node.name} {window}"))
+        except ForceDataError:
+            continue  # a force without usable examples: its designs report it as before
+
+
 def _retention_rows(
     spec: StudySpec, world_dir: Path, truth: Any, forces: list[str], window: int
 ) -> list[dict[str, Any]]:
@@ -314,9 +326,7 @@ def run_study(
     windows = list(dict.fromkeys(w for w, _ in points))
     designs = [get_design(name) for name in spec.designs]
     n_references = 1 if spec.dp.nonprivate_references else 0
-    n_design_runs = sum(
-        len(points) + n_references if d.private else len(windows) for d in designs
-    )
+    n_design_runs = sum(len(points) + n_references if d.private else len(windows) for d in designs)
     layout = RunLayout(out)
     ray_cluster = StudyRayCluster(os.cpu_count() or 1, layout.server_dir / "ray-head.log")
     with (
@@ -358,6 +368,10 @@ def run_study(
             nodes = stores[window]
             with _timed(timings, "retention outcome"):
                 result.retention.extend(_retention_rows(spec, world_dir, truth, forces, window))
+            with _timed(timings, "examples"):
+                _build_examples(
+                    nodes, study_settings(spec, window, spec.dp.epsilon, out, 1), progress
+                )
             for design in designs:
                 epsilons = [e for w, e in points if w == window]
                 if spec.dp.nonprivate_references and window == main_window:
