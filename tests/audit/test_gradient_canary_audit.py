@@ -234,3 +234,27 @@ def test_the_probes_reach_the_client_app_in_a_real_flower_simulation(force) -> N
         shutil.rmtree(scratch, ignore_errors=True)
     assert result.tested_with_power, result.verdict
     assert not result.flagged, result.verdict
+
+
+def test_the_best_of_the_two_views_is_valid_at_the_stated_confidence() -> None:
+    """The verdict takes the best of the white-box and final-model bounds, so each view's
+    bound must carry the Bonferroni share of both (not only of its abstention grid)."""
+    from research.audit.canary_audit import judge_gradient
+    from research.audit.canary_run import TrainedRun
+    from research.audit.one_run import DEFAULT_GUESS_FRACTIONS, max_lower_bound
+
+    m, delta, confidence = 400, 1e-5, 0.95
+    included = np.random.default_rng(2).permutation(m) < m // 2
+    canaries = dirac.DiracCanaries(np.arange(m, dtype=np.int64), included, seed=2)
+    w0 = np.zeros(m, np.float32)
+    w1 = w0 - included.astype(np.float32)  # every included coordinate fell: perfect guesses
+    w2 = w1 - 0.5 * included.astype(np.float32)
+    run = TrainedRun(
+        [[w0], [w1], [w2]], ledger_epsilon=1.0, delta=delta, noise_multiplier=1.0, seconds=0.0
+    )
+    bounds, _ = judge_gradient(run, canaries, confidence, delta)
+    beta = (1 - confidence) / (len(bounds) * len(DEFAULT_GUESS_FRACTIONS))
+    for view, bound in bounds.items():
+        assert bound.correct == bound.guesses == m, view
+        assert bound.epsilon_lower == pytest.approx(max_lower_bound(m, delta, beta), abs=1e-5)
+        assert bound.grid_size == len(bounds) * len(DEFAULT_GUESS_FRACTIONS)
