@@ -22,13 +22,22 @@ from flower_world import FlowerWorld, build_force
 
 from client_force.dp_trainer import make_generator, run_dp_sgd
 from client_force.flower_round import RoundRefusedError, local_train
-from client_force.gradient_canaries import PROBE_ARTIFACT, GradientCanaries, write_probes
+from client_force.force_dataset import load_force_dataset
+from client_force.gradient_canaries import (
+    PROBE_ARTIFACT,
+    GradientCanaries,
+    attach,
+    write_probes,
+)
 from client_force.privacy_policy import (
+    DEFAULT_POLICY,
     SIMULATION_POLICY,
     PolicyError,
+    PolicyRefusedError,
     PrivacyPolicy,
     store_policy_path,
 )
+from client_force.private_training import ForcePrivacyEngine, install_policy
 from client_force.simulated_force import SimulatedForce
 from client_force.training import TrainingConfig, tensor_dataset
 from federation.flower_settings import FlowerSettings, FlowerSettingsError
@@ -94,9 +103,79 @@ def test_a_deployed_force_refuses_probes_in_its_store(force, tmp_path) -> None:
     copy = node.copy_to(tmp_path / "store", tmp_path / "key")  # keeps the simulation policy
     write_probes(copy.store, GradientCanaries(np.array([3, 5], np.int64)))
     plan = settings.replace(ledger_scope="probe-attack", training_seed=1)
-    with pytest.raises(RoundRefusedError, match="does not allow audit probes") as caught:
+    with pytest.raises(RoundRefusedError, match="holds audit probes") as caught:
         local_train(copy.node_store, plan, initial_weights(plan), server_round=1, run_id="x")
     assert caught.value.name == "policy-refused"
+    # A deployed force's own (default) policy, on its lifetime ledger: refused the same way.
+    install_policy(copy.store, DEFAULT_POLICY)
+    lifetime = settings.replace(training_seed=-1)
+    with pytest.raises(RoundRefusedError, match="holds audit probes") as caught:
+        local_train(
+            copy.node_store, lifetime, initial_weights(lifetime), server_round=1, run_id="x"
+        )
+    assert caught.value.name == "policy-refused"
+
+
+def test_the_engine_itself_refuses_probes_its_policy_does_not_allow(force, tmp_path) -> None:
+    """Second gate: ``ForcePrivacyEngine.train`` checks the policy again, whoever calls it."""
+    node, settings = force
+    plan = settings.replace(ledger_scope="probe-attack", training_seed=1)
+    probes = GradientCanaries(np.array([3, 5], np.int64))
+    for name, policy, round_settings in (
+        ("simulation policy", SIMULATION_POLICY, plan),
+        ("deployed policy", DEFAULT_POLICY, settings.replace(training_seed=-1)),
+        (  # probes allowed, but not on the force's lifetime ledger
+            "lifetime ledger",
+            dataclasses.replace(SIMULATION_POLICY, allow_audit_probes=True),
+            settings.replace(training_seed=-1),
+        ),
+    ):
+        copy = node.copy_to(tmp_path / name / "store", tmp_path / name / "key")
+        install_policy(copy.store, policy)
+        engine = ForcePrivacyEngine.for_store(copy.store)
+        data = load_force_dataset(copy.store, round_settings)
+        model = TrajectoryModel(round_settings.model_config())
+        before = [w.copy() for w in get_weights(model)]
+        with pytest.raises(PolicyRefusedError, match="does not allow audit probes"):
+            engine.train(
+                model,
+                data.train,
+                data.train_labels,
+                round_settings,
+                server_round=1,
+                run_id="x",
+                force=copy.name,
+                training=TrainingConfig(),
+                probes=probes,
+            )
+        assert all(np.array_equal(a, b) for a, b in zip(before, get_weights(model), strict=True))
+        assert engine.open_existing(round_settings) is None, name  # nothing was spent
+
+
+def test_a_step_opacus_skips_adds_no_canary() -> None:
+    """With virtual batches Opacus clips on every physical batch but adds noise once per
+    logical step; a canary must be added once per noised step (one vehicle's norm), never
+    once per physical batch."""
+    from opacus.optimizers import DPOptimizer
+
+    weight = torch.nn.Parameter(torch.zeros(8))
+    optimizer = DPOptimizer(
+        torch.optim.SGD([weight], lr=1.0),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=1,
+        loss_reduction="sum",
+    )
+    added = attach(
+        optimizer, GradientCanaries(np.array([3])), sample_rate=1.0, generator=make_generator(0)
+    )
+    for skip in (True, True, False):  # three physical batches, one logical step
+        weight.grad_sample = torch.zeros(1, 8)
+        optimizer.signal_skip_step(do_skip=skip)
+        optimizer.step()
+    assert added() == 1
+    assert weight.detach()[3].item() == pytest.approx(-1.0)  # lr x C, not 3 x C
+    assert np.count_nonzero(weight.detach().numpy()) == 1
 
 
 def test_the_policy_cannot_allow_probes_outside_a_simulation() -> None:
