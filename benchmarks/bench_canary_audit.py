@@ -283,6 +283,9 @@ def render(p: dict) -> str:
         "per-coordinate normalisation hides the canaries (the Adam section, when run).",
         "* White-box and final-model views nearly coincide for one force: the round steps "
         "telescope to the final model; the white-box view only weights rounds.",
+        "* Confidence: each bound is Bonferroni-corrected for the abstention levels tried and "
+        "for the two views, so the better of a run's two bounds (what its verdict uses) holds "
+        "at the stated confidence.",
         "",
         f"Took {p['seconds']:.0f} s in all on {p['machine']} (shared with other jobs).",
         "",

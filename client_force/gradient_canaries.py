@@ -7,7 +7,8 @@ gradient that no real vehicle produces. An audit gives each canary its own coord
 includes it with probability 1/2; the force then treats each included canary like one more
 vehicle: in every DP-SGD step it is Poisson-sampled at the step's sample rate and, when
 sampled, its vector is added to the **sum of clipped per-vehicle gradients before Opacus adds
-the noise and scales** (between ``DPOptimizer.clip_and_accumulate`` and ``add_noise``). The
+the noise and scales** (at the start of ``DPOptimizer.add_noise``, which runs once per noised
+step: a step Opacus skips to accumulate a virtual batch adds no canary). The
 probe is data-independent and has the sensitivity of one vehicle, so the round's DP guarantee
 (for real vehicles and for each canary) is exactly the one its ledger records; everything else
 -- Opacus's optimizer, the ledger, the noise calibration, ``train_round`` and
@@ -109,14 +110,17 @@ def attach(
 ) -> Callable[[], int]:
     """Make ``optimizer`` (an Opacus ``DPOptimizer``) add the canaries in every step.
 
-    After Opacus clips and sums the per-vehicle gradients, each canary is included in the step
-    with probability ``sample_rate`` (its own Poisson draw from ``generator``) and, if so, adds
-    ``max_grad_norm`` to its coordinate of the summed gradient; Opacus then adds its noise and
-    scales as usual. Returns a function giving the number of canary samples added so far.
+    In every noised step, just before Opacus adds its noise to the clipped, summed
+    per-vehicle gradients, each canary is included with probability ``sample_rate`` (its own
+    Poisson draw from ``generator``) and, if so, adds ``max_grad_norm`` to its coordinate of
+    the sum; Opacus then adds its noise and scales as usual. Hooking the noise (not the
+    clipping, which also runs on steps Opacus skips to accumulate a virtual batch) keeps each
+    canary at one clipped vehicle's norm per noised step. Returns a function giving the number
+    of canary samples added so far.
     """
     params = list(getattr(optimizer, "params", []))
-    clip = getattr(optimizer, "clip_and_accumulate", None)
-    if not params or clip is None or not hasattr(optimizer, "add_noise"):
+    add_noise = getattr(optimizer, "add_noise", None)
+    if not params or add_noise is None or not hasattr(optimizer, "clip_and_accumulate"):
         raise ProbeError("audit probes need an Opacus DPOptimizer")
     if type(optimizer).__name__ != "DPOptimizer":
         name = type(optimizer).__name__
@@ -128,8 +132,7 @@ def attach(
     value = float(optimizer.max_grad_norm)  # type: ignore[attr-defined]
     added = [0]
 
-    def clip_then_canaries() -> None:
-        clip()
+    def canaries_then_noise() -> None:
         for p, offsets in parts:
             keep = torch.rand(len(offsets), generator=generator) < sample_rate
             if not bool(keep.any()):
@@ -138,6 +141,7 @@ def attach(
             delta[offsets[keep]] = value
             p.summed_grad = p.summed_grad + delta.view_as(p.summed_grad)
             added[0] += int(keep.sum())
+        add_noise()
 
-    optimizer.clip_and_accumulate = clip_then_canaries  # type: ignore[method-assign]
+    optimizer.add_noise = canaries_then_noise  # type: ignore[method-assign]
     return lambda: added[0]

@@ -151,7 +151,8 @@ class VariantResult:
 def judge(
     run: TrainedRun, canaries: CanarySet, settings: FlowerSettings, confidence: float, delta: float
 ) -> dict[str, OneRunBound]:
-    """White-box and black-box one-run bounds of one training run."""
+    """White-box and black-box one-run bounds of one training run (the best of the two is
+    valid at ``confidence``: each view's bound is Bonferroni-corrected for both)."""
 
     def make_model() -> TrajectoryModel:
         return TrajectoryModel(settings.model_config())
@@ -162,7 +163,9 @@ def judge(
     }
     scores = {view: standardise_by_label(s, canaries.labels) for view, s in scores.items()}
     return {
-        view: one_run_audit(s, canaries.included, delta=delta, confidence=confidence)
+        view: one_run_audit(
+            s, canaries.included, delta=delta, confidence=confidence, views=len(scores)
+        )
         for view, s in scores.items()
     }
 
@@ -176,14 +179,17 @@ def judge_gradient(
 ) -> tuple[dict[str, OneRunBound], dict[str, float]]:
     """White-box and final-model one-run bounds of one run with gradient canaries, and how
     far each view's scores separate included from excluded canaries (``baseline``: the drift
-    pilot's rounds, subtracted; see :mod:`research.audit.dirac`)."""
+    pilot's rounds, subtracted; see :mod:`research.audit.dirac`). The best of the two bounds
+    is valid at ``confidence`` (each view's bound is Bonferroni-corrected for both)."""
     base = None if baseline is None else baseline.rounds
     scores = {
         "white-box": dirac.white_box_scores(run.rounds, canaries, run.noise_effects, base),
         "final-model": dirac.final_model_scores(run.rounds, canaries, run.noise_effects, base),
     }
     bounds = {
-        view: one_run_audit(s, canaries.included, delta=delta, confidence=confidence)
+        view: one_run_audit(
+            s, canaries.included, delta=delta, confidence=confidence, views=len(scores)
+        )
         for view, s in scores.items()
     }
     separation = {

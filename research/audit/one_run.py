@@ -25,7 +25,9 @@ Abstention: the auditor guesses "in" on the ``k_plus`` canaries with the highest
 "out" on the ``k_minus`` lowest, and abstains on the rest. The counts must be fixed before
 looking at the result; trying several and keeping the best is a multiple comparison, so
 :func:`one_run_audit` tries a fixed grid and divides ``beta`` by the grid's size (Bonferroni),
-which keeps the reported bound valid at the stated confidence.
+which keeps the reported bound valid at the stated confidence. Reporting the best of several
+score sets of the same run (the canary audit's white-box and final-model views) is one more
+multiple comparison: ``views`` divides ``beta`` once more.
 
 This module is written from the paper's statement of the theorem; it shares no code with the
 authors' or anyone else's implementation.
@@ -131,10 +133,10 @@ class OneRunBound:
     correct: int  # v
     k_plus: int
     k_minus: int
-    epsilon_lower: float  # valid at ``confidence`` after the grid's Bonferroni correction
+    epsilon_lower: float  # valid at ``confidence`` after the Bonferroni correction below
     confidence: float
     delta: float
-    grid_size: int
+    grid_size: int  # tests sharing ``1 - confidence``: abstention levels x views
     max_possible: float  # the ceiling these canaries allow at this confidence
 
     @property
@@ -154,12 +156,15 @@ def one_run_audit(
     delta: float,
     confidence: float = 0.95,
     fractions: tuple[float, ...] = DEFAULT_GUESS_FRACTIONS,
+    views: int = 1,
 ) -> OneRunBound:
     """Guess inclusion from ``scores`` (higher = "in") and bound epsilon at ``confidence``.
 
     Tries each share in ``fractions`` of the canaries (half the most confident "in", half the
-    least "out"), each at ``beta = (1 - confidence) / len(fractions)``, and reports the best:
-    the union bound makes the maximum valid at ``confidence``.
+    least "out"), each at ``beta = (1 - confidence) / (len(fractions) x views)``, and reports
+    the best: the union bound makes the maximum valid at ``confidence``. ``views`` is the
+    number of score sets of the same run whose best bound the caller reports (e.g. 2 for
+    white-box and final-model); with it the best over those is valid at ``confidence`` too.
     """
     s = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(included).astype(bool)
@@ -172,7 +177,10 @@ def one_run_audit(
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
         raise ValueError("guess fractions must be in (0, 1]")
-    beta = (1.0 - confidence) / len(fractions)
+    if views < 1:
+        raise ValueError(f"views must be >= 1; got {views}")
+    tests = len(fractions) * int(views)
+    beta = (1.0 - confidence) / tests
     sign = np.where(truth, 1, -1)
     best: OneRunBound | None = None
     for fraction in fractions:
@@ -190,7 +198,7 @@ def one_run_audit(
             epsilon_lower=eps,
             confidence=confidence,
             delta=delta,
-            grid_size=len(fractions),
+            grid_size=tests,
             max_possible=max_lower_bound(m, delta, beta),
         )
         if best is None or (candidate.epsilon_lower, candidate.accuracy) > (

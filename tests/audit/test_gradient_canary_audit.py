@@ -22,13 +22,22 @@ from flower_world import FlowerWorld, build_force
 
 from client_force.dp_trainer import make_generator, run_dp_sgd
 from client_force.flower_round import RoundRefusedError, local_train
-from client_force.gradient_canaries import PROBE_ARTIFACT, GradientCanaries, write_probes
+from client_force.force_dataset import load_force_dataset
+from client_force.gradient_canaries import (
+    PROBE_ARTIFACT,
+    GradientCanaries,
+    attach,
+    write_probes,
+)
 from client_force.privacy_policy import (
+    DEFAULT_POLICY,
     SIMULATION_POLICY,
     PolicyError,
+    PolicyRefusedError,
     PrivacyPolicy,
     store_policy_path,
 )
+from client_force.private_training import ForcePrivacyEngine, install_policy
 from client_force.simulated_force import SimulatedForce
 from client_force.training import TrainingConfig, tensor_dataset
 from federation.flower_settings import FlowerSettings, FlowerSettingsError
@@ -94,9 +103,79 @@ def test_a_deployed_force_refuses_probes_in_its_store(force, tmp_path) -> None:
     copy = node.copy_to(tmp_path / "store", tmp_path / "key")  # keeps the simulation policy
     write_probes(copy.store, GradientCanaries(np.array([3, 5], np.int64)))
     plan = settings.replace(ledger_scope="probe-attack", training_seed=1)
-    with pytest.raises(RoundRefusedError, match="does not allow audit probes") as caught:
+    with pytest.raises(RoundRefusedError, match="holds audit probes") as caught:
         local_train(copy.node_store, plan, initial_weights(plan), server_round=1, run_id="x")
     assert caught.value.name == "policy-refused"
+    # A deployed force's own (default) policy, on its lifetime ledger: refused the same way.
+    install_policy(copy.store, DEFAULT_POLICY)
+    lifetime = settings.replace(training_seed=-1)
+    with pytest.raises(RoundRefusedError, match="holds audit probes") as caught:
+        local_train(
+            copy.node_store, lifetime, initial_weights(lifetime), server_round=1, run_id="x"
+        )
+    assert caught.value.name == "policy-refused"
+
+
+def test_the_engine_itself_refuses_probes_its_policy_does_not_allow(force, tmp_path) -> None:
+    """Second gate: ``ForcePrivacyEngine.train`` checks the policy again, whoever calls it."""
+    node, settings = force
+    plan = settings.replace(ledger_scope="probe-attack", training_seed=1)
+    probes = GradientCanaries(np.array([3, 5], np.int64))
+    for name, policy, round_settings in (
+        ("simulation policy", SIMULATION_POLICY, plan),
+        ("deployed policy", DEFAULT_POLICY, settings.replace(training_seed=-1)),
+        (  # probes allowed, but not on the force's lifetime ledger
+            "lifetime ledger",
+            dataclasses.replace(SIMULATION_POLICY, allow_audit_probes=True),
+            settings.replace(training_seed=-1),
+        ),
+    ):
+        copy = node.copy_to(tmp_path / name / "store", tmp_path / name / "key")
+        install_policy(copy.store, policy)
+        engine = ForcePrivacyEngine.for_store(copy.store)
+        data = load_force_dataset(copy.store, round_settings)
+        model = TrajectoryModel(round_settings.model_config())
+        before = [w.copy() for w in get_weights(model)]
+        with pytest.raises(PolicyRefusedError, match="does not allow audit probes"):
+            engine.train(
+                model,
+                data.train,
+                data.train_labels,
+                round_settings,
+                server_round=1,
+                run_id="x",
+                force=copy.name,
+                training=TrainingConfig(),
+                probes=probes,
+            )
+        assert all(np.array_equal(a, b) for a, b in zip(before, get_weights(model), strict=True))
+        assert engine.open_existing(round_settings) is None, name  # nothing was spent
+
+
+def test_a_step_opacus_skips_adds_no_canary() -> None:
+    """With virtual batches Opacus clips on every physical batch but adds noise once per
+    logical step; a canary must be added once per noised step (one vehicle's norm), never
+    once per physical batch."""
+    from opacus.optimizers import DPOptimizer
+
+    weight = torch.nn.Parameter(torch.zeros(8))
+    optimizer = DPOptimizer(
+        torch.optim.SGD([weight], lr=1.0),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=1,
+        loss_reduction="sum",
+    )
+    added = attach(
+        optimizer, GradientCanaries(np.array([3])), sample_rate=1.0, generator=make_generator(0)
+    )
+    for skip in (True, True, False):  # three physical batches, one logical step
+        weight.grad_sample = torch.zeros(1, 8)
+        optimizer.signal_skip_step(do_skip=skip)
+        optimizer.step()
+    assert added() == 1
+    assert weight.detach()[3].item() == pytest.approx(-1.0)  # lr x C, not 3 x C
+    assert np.count_nonzero(weight.detach().numpy()) == 1
 
 
 def test_the_policy_cannot_allow_probes_outside_a_simulation() -> None:
@@ -234,3 +313,27 @@ def test_the_probes_reach_the_client_app_in_a_real_flower_simulation(force) -> N
         shutil.rmtree(scratch, ignore_errors=True)
     assert result.tested_with_power, result.verdict
     assert not result.flagged, result.verdict
+
+
+def test_the_best_of_the_two_views_is_valid_at_the_stated_confidence() -> None:
+    """The verdict takes the best of the white-box and final-model bounds, so each view's
+    bound must carry the Bonferroni share of both (not only of its abstention grid)."""
+    from research.audit.canary_audit import judge_gradient
+    from research.audit.canary_run import TrainedRun
+    from research.audit.one_run import DEFAULT_GUESS_FRACTIONS, max_lower_bound
+
+    m, delta, confidence = 400, 1e-5, 0.95
+    included = np.random.default_rng(2).permutation(m) < m // 2
+    canaries = dirac.DiracCanaries(np.arange(m, dtype=np.int64), included, seed=2)
+    w0 = np.zeros(m, np.float32)
+    w1 = w0 - included.astype(np.float32)  # every included coordinate fell: perfect guesses
+    w2 = w1 - 0.5 * included.astype(np.float32)
+    run = TrainedRun(
+        [[w0], [w1], [w2]], ledger_epsilon=1.0, delta=delta, noise_multiplier=1.0, seconds=0.0
+    )
+    bounds, _ = judge_gradient(run, canaries, confidence, delta)
+    beta = (1 - confidence) / (len(bounds) * len(DEFAULT_GUESS_FRACTIONS))
+    for view, bound in bounds.items():
+        assert bound.correct == bound.guesses == m, view
+        assert bound.epsilon_lower == pytest.approx(max_lower_bound(m, delta, beta), abs=1e-5)
+        assert bound.grid_size == len(bounds) * len(DEFAULT_GUESS_FRACTIONS)
