@@ -84,6 +84,7 @@ class DPRecipe:
     model_conv_layers: int
     normalisation: str
     tuned_on: str
+    trainable: str = "all"  # "all" | "head" (the run's train-layers: a fixed public encoder)
 
     @property
     def recipe_id(self) -> str:

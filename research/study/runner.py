@@ -361,7 +361,10 @@ def run_study(
             result.public_init = public.summary
             public_settings = {
                 "init_weights": str(public.path),
-                "init_encoder_only": spec.training.public_pretraining == "encoder",
+                "init_encoder_only": spec.training.public_pretraining.startswith("encoder"),
+                "train_layers": (
+                    "head" if spec.training.public_pretraining == "encoder-frozen" else "all"
+                ),
             }
         designs_task = progress.add_task("designs", total=n_design_runs)
         for window in windows:

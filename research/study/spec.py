@@ -19,7 +19,7 @@ from client_force.dp_recipe import RECIPES
 
 DESIGNS = ("local-only", "federated", "pooled")  # the built-in designs, in the default order
 STRATEGIES = ("fedavg", "fedprox")
-PRETRAINING = ("encoder", "full", "none")
+PRETRAINING = ("encoder", "encoder-frozen", "full", "none")
 
 
 class SpecError(ValueError):
@@ -79,7 +79,9 @@ class TrainingSpec:
     model_conv_layers: int = 1
     # Start every design from a model pre-trained on a separately seeded PUBLIC synthetic
     # world (research.study.public_init): "encoder" = its read encoder only (the head is
-    # learned from the forces' labels), "full" = every weight, "none" = seeded initialisation.
+    # learned from the forces' labels), "encoder-frozen" = that encoder kept FIXED and only
+    # the head trained (far fewer weights noised under DP), "full" = every weight, "none" =
+    # seeded initialisation.
     public_pretraining: str = "encoder"
 
 
