@@ -96,7 +96,7 @@ class FlowerSettings:
     dp_delta: float = 0.0  # dp-delta (0 = 1 / (10 x the force's training vehicles))
     dp_max_grad_norm: float = 1.0  # dp-max-grad-norm
     dp_noise_multiplier: float = 0.0  # dp-noise-multiplier (0 = calibrated to the study plan)
-    dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/1" = the
+    dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/2" = the
     # force derives batch, epochs, optimiser, learning rate and clipping from that fixed public
     # rule and its own training-vehicle count (client_force.dp_recipe)
     training_seed: int = -1  # training-seed (SIMULATION ONLY): -1 = OS CSPRNG; >= 0 fixes DP

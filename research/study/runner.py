@@ -601,7 +601,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
             "few_positives_below": MIN_POSITIVES,
         },
         "versions": package_versions(),
-        "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
+        "dp_recipe": dp_recipe.describe(spec.training.recipe) if spec.training.recipe else None,
         "public_pretraining": result.public_init,
         "timings_s": result.timings,
         # Where Ray kept its session files, without this machine's absolute path.

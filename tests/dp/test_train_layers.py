@@ -88,7 +88,7 @@ def test_settings_map_train_layers_to_frozen_prefixes_and_refuse_unknown_values(
     with pytest.raises(FlowerSettingsError, match="train-layers"):
         FlowerSettings(train_layers="encoder")
     training, _, recipe = round_plan(
-        FlowerSettings(dp_recipe="anprfed-dp/1", train_layers="head"), 500, seed=0
+        FlowerSettings(dp_recipe="anprfed-dp/2", train_layers="head"), 500, seed=0
     )
     assert training.frozen == ENCODER_PREFIXES
     assert recipe is not None and recipe["trainable"] == "head"
