@@ -222,6 +222,13 @@ def _fmt_rows(rows: list[dict]) -> str:
     return f"{statistics.mean(values):.3f}{spread} | {cis}"
 
 
+def _checkpoint(args: argparse.Namespace, partial: dict) -> None:
+    """Write what is finished so far (a long run that is stopped keeps its seeds)."""
+    path = args.out.with_suffix(".partial.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(partial, indent=1, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=ROOT / "runs" / "bench-world-60k")
@@ -279,6 +286,7 @@ def main() -> None:
             )
             results["federated-dp"].append({**score(model, data, seed), "epsilon_spent": spent})
             print(seed, {k: round(v[-1]["pr_auc"], 3) for k, v in results.items()}, flush=True)
+            _checkpoint(args, {"results": results, "resolved": recipes, "seeds_done": seed + 1})
         curve_eps = []
         for eps in [float(e) for e in args.curve_epsilons.split(",") if e]:
             model, _ = train_pooled_dp(data, data.train, eps, 0, tmp)
@@ -350,6 +358,7 @@ def render(raw: dict, args) -> str:
     ):
         ratio = _mean(res[name], "pr_auc") / np_mean
         lines.append(f"| {label} | {_fmt_rows(res[name])} | {ratio:.2f} |")
+    lines += ["", *_verdict(res, np_mean, chance)]
     lines += ["", "PR-AUC against epsilon (pooled DP, seed 0):", ""]
     lines += ["| epsilon | PR-AUC | 95% interval |", "| ---: | ---: | --- |"]
     points = [*raw["curve_epsilon"], {"epsilon": args.epsilon, **res["pooled-dp"][0]}]
@@ -370,6 +379,28 @@ def render(raw: dict, args) -> str:
             f"{d['ci_high']:.3f}] | {n['pr_auc']:.3f} [{n['ci_low']:.3f}, {n['ci_high']:.3f}] |"
         )
     return "\n".join(lines) + "\n"
+
+
+TARGET_RATIO = 0.8
+"""Issue 12's target: DP PR-AUC at least this share of the pooled non-private PR-AUC."""
+
+
+def _verdict(res: dict, np_mean: float, chance: float) -> list[str]:
+    """The targets, met or not, each read against chance (the worst seed's interval)."""
+    out = []
+    for name, label in (("pooled-dp", "pooled DP"), ("federated-dp", "federated DP")):
+        ratio = _mean(res[name], "pr_auc") / np_mean
+        clear = min(r["ci_low"] for r in res[name]) > chance
+        out.append(
+            f"* {label}: {ratio:.2f} x the pooled non-private PR-AUC (target "
+            f">= {TARGET_RATIO:g}): **{'met' if ratio >= TARGET_RATIO else 'NOT met'}**; "
+            + (
+                "every seed's interval is clear of chance."
+                if clear
+                else "at least one seed's interval reaches chance (no skill there)."
+            )
+        )
+    return out
 
 
 def _short(recipe: dict | None) -> str:

@@ -47,7 +47,10 @@ def main() -> None:
     if manifest.get("public_pretraining"):
         public = {
             "init_weights": str(out / "public" / "public-init.npz"),
-            "init_encoder_only": spec.training.public_pretraining == "encoder",
+            "init_encoder_only": spec.training.public_pretraining.startswith("encoder"),
+            "train_layers": (
+                "head" if spec.training.public_pretraining == "encoder-frozen" else "all"
+            ),
         }
     forces = world_io.force_names(out / "world")
     rng = np.random.default_rng(0)

@@ -88,6 +88,22 @@ def _steps_by_mechanism(history: list[Mechanism]) -> Counter:
     return counts
 
 
+def trainable_parameters(model: nn.Module, frozen: tuple[str, ...]) -> list[nn.Parameter]:
+    """Set ``requires_grad`` off on parameters whose name starts with a ``frozen`` prefix.
+
+    Returns the parameters still trained. Raises ``ValueError`` if nothing is left to train.
+    """
+    keep = []
+    for name, param in model.named_parameters():
+        fixed = bool(frozen) and name.startswith(frozen)
+        param.requires_grad_(not fixed)
+        if not fixed:
+            keep.append(param)
+    if not keep:
+        raise ValueError(f"every parameter is frozen by {frozen!r}; nothing to train")
+    return keep
+
+
 def run_dp_sgd(
     model: nn.Module,
     dataset: TensorDataset,
@@ -101,10 +117,14 @@ def run_dp_sgd(
     loss_fn: nn.Module,
     generator: torch.Generator,
     grad_sample_mode: str = "hooks",
+    frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
 ) -> DPRunResult:
     """Train a deep copy of ``model`` with DP-SGD; ``model`` itself is not modified.
+
+    Parameters named by a ``frozen`` prefix keep their values (no per-sample gradient, no
+    noise: a fixed public encoder); the others are trained.
 
     ``probes`` (audits only, see ``client_force.gradient_canaries``) are added to every step's
     clipped sum before the noise, each Poisson-sampled at ``sample_rate`` from
@@ -137,6 +157,7 @@ def run_dp_sgd(
             loss_fn=loss_fn,
             generator=generator,
             grad_sample_mode=grad_sample_mode,
+            frozen=frozen,
             probes=probes,
             probe_generator=probe_generator,
         )
@@ -156,6 +177,7 @@ def _run(
     loss_fn: nn.Module,
     generator: torch.Generator,
     grad_sample_mode: str,
+    frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
 ) -> DPRunResult:
@@ -169,7 +191,7 @@ def _run(
     )
     made = engine.make_private(
         module=work,
-        optimizer=make_optimizer(list(work.parameters())),
+        optimizer=make_optimizer(trainable_parameters(work, frozen)),
         data_loader=loader,
         criterion=loss_fn,
         noise_multiplier=noise_multiplier,

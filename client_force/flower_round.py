@@ -40,7 +40,7 @@ from client_force.private_training import ForcePrivacyEngine, ledger_path_for
 from client_force.proximal import proximal_training
 from client_force.training import TrainingConfig
 from federation.contract import CLIENT_ERROR_BY_NAME, EgressContract
-from federation.flower_settings import FlowerSettings
+from federation.flower_settings import FlowerSettings, frozen_prefixes
 from federation.model import TrajectoryModel, get_weights, set_weights
 from privacy.dp.config import DPConfig, DPConfigError
 from privacy.dp.ledger import LedgerError, PrivacyBudgetExceeded
@@ -169,18 +169,25 @@ def round_plan(
     """
     if not settings.dp_recipe:
         training = TrainingConfig(
-            optimizer=settings.optimizer, learning_rate=settings.learning_rate, seed=seed
+            optimizer=settings.optimizer,
+            learning_rate=settings.learning_rate,
+            seed=seed,
+            frozen=frozen_prefixes(settings),
         )
         return training, dp_config(settings, n_vehicles), None
     recipe = resolve_recipe(settings.dp_recipe, n_vehicles, settings.num_server_rounds)
     recipe = replace(
-        recipe, model_hidden=settings.model_hidden, model_conv_layers=settings.model_conv_layers
+        recipe,
+        model_hidden=settings.model_hidden,
+        model_conv_layers=settings.model_conv_layers,
+        trainable=settings.train_layers,
     )
     training = TrainingConfig(
         optimizer=recipe.optimizer,
         learning_rate=recipe.learning_rate,
         momentum=recipe.momentum,
         seed=seed,
+        frozen=frozen_prefixes(settings),
     )
     dp = DPConfig.plan(
         n_vehicles=n_vehicles,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
@@ -49,6 +50,7 @@ TRUTH_ARTIFACT = "sim-truth-labels"
 FEATURE_SCHEMA_VERSION = 1
 _MEMORY_CACHE_SIZE = 8
 _MEMORY_CACHE: OrderedDict[tuple[Any, ...], ExampleSet] = OrderedDict()
+_MEMORY_LOCK = threading.Lock()  # forces build their examples on two threads in a study
 
 
 class ForceDataError(ValueError):
@@ -172,9 +174,11 @@ def load_examples(
     fingerprint = _fingerprint(store, days)
     name = _cache_name(store.key_epoch, start, end, max_reads, fingerprint)
     memory_key = (str(store.root.resolve()), name)
-    if memory_key in _MEMORY_CACHE:
-        _MEMORY_CACHE.move_to_end(memory_key)
-        return _MEMORY_CACHE[memory_key], tuple(days)
+    with _MEMORY_LOCK:
+        cached = _MEMORY_CACHE.get(memory_key)
+        if cached is not None:
+            _MEMORY_CACHE.move_to_end(memory_key)
+            return cached, tuple(days)
     examples = None
     if use_store_cache and any(a.name == name for a in store.derived_artifacts()):
         try:
@@ -205,9 +209,10 @@ def load_examples(
         examples = built
         if use_store_cache:
             _write_cache(store, name, examples, days)
-    _MEMORY_CACHE[memory_key] = examples
-    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
-        _MEMORY_CACHE.popitem(last=False)
+    with _MEMORY_LOCK:
+        _MEMORY_CACHE[memory_key] = examples
+        while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+            _MEMORY_CACHE.popitem(last=False)
     return examples, tuple(days)
 
 
@@ -221,7 +226,8 @@ def _write_cache(store: Any, name: str, examples: ExampleSet, days: list[date]) 
 
 def clear_memory_cache() -> None:
     """Forget every in-process example cache (tests, or after a purge in this process)."""
-    _MEMORY_CACHE.clear()
+    with _MEMORY_LOCK:
+        _MEMORY_CACHE.clear()
 
 
 # ----------------------------------------------------------------------------- labels

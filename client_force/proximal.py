@@ -63,5 +63,9 @@ def proximal_training(base: TrainingConfig, model: nn.Module, proximal_mu: float
     return ProximalTrainingConfig(
         **fields,
         proximal_mu=float(proximal_mu),
-        global_params=tuple(p.detach().clone() for p in model.parameters()),
+        global_params=tuple(
+            p.detach().clone()
+            for name, p in model.named_parameters()
+            if not (base.frozen and name.startswith(base.frozen))
+        ),
     )

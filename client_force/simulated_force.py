@@ -31,7 +31,7 @@ from client_force.node_settings import NodeStore, write_node_config
 from client_force.privacy_policy import SIMULATION_POLICY
 from client_force.private_training import ForcePrivacyEngine, install_policy, ledger_path_for
 from client_force.streamed_examples import ProgressCallback
-from federation.flower_settings import FlowerSettings
+from federation.flower_settings import FlowerSettings, frozen_prefixes
 from federation.model import (
     TrajectoryModel,
     get_weights,
@@ -265,13 +265,14 @@ class SimulatedForce:
         if settings.dp_recipe:  # the recipe's non-private rule (client_force.dp_recipe)
             plan = nonprivate_training(seed)
             epochs = plan.pop("epochs")
-            training = TrainingConfig(**plan)
+            training = TrainingConfig(**plan, frozen=frozen_prefixes(settings))
         else:
             epochs = settings.num_server_rounds * settings.local_epochs
             training = TrainingConfig(
                 optimizer=settings.optimizer,
                 learning_rate=settings.learning_rate,
                 seed=seed,
+                frozen=frozen_prefixes(settings),
             )
         train_nonprivate(model, examples, labels, epochs, training)
         return get_weights(model)

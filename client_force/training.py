@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from client_force.dp_trainer import make_generator, run_dp_sgd
+from client_force.dp_trainer import make_generator, run_dp_sgd, trainable_parameters
 from client_force.gradient_canaries import GradientCanaries
 from federation.features import ExampleSet, align_labels
 from federation.metrics import DEFAULT_TARGET_PREVALENCE, evaluate_scores
@@ -63,6 +63,11 @@ class TrainingConfig:
     grad_sample_mode: str = "hooks"
     batch_size: int = 256  # non-private training only
     seed: int | None = None
+    frozen: tuple[str, ...] = ()  # parameter-name prefixes kept fixed (e.g. a public encoder)
+
+    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        """Freeze ``model``'s parameters named by ``frozen``; return the ones left to train."""
+        return trainable_parameters(model, self.frozen)
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
@@ -179,6 +184,7 @@ def train_round(
         max_grad_norm=dp.max_grad_norm,
         epochs=epochs,
         make_optimizer=training.make_optimizer,
+        frozen=training.frozen,
         loss_fn=training.make_loss(),
         generator=make_generator(training.seed),
         grad_sample_mode=training.grad_sample_mode,
@@ -222,7 +228,7 @@ def train_nonprivate(
     )
     work = copy.deepcopy(model)
     work.train()
-    optimizer = training.make_optimizer(list(work.parameters()))
+    optimizer = training.make_optimizer(training.trainable(work))
     loss_fn = training.make_loss()
     total, rows = 0.0, 0
     for _ in range(epochs):

@@ -35,6 +35,9 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+TRAIN_LAYERS = ("all", "head")
+"""``train-layers``: train every weight, or only the head over a fixed read encoder."""
+
 @dataclass(frozen=True)
 class FlowerSettings:
     """Every setting a Flower run of anprfed reads, with its run-config key in the comment.
@@ -93,7 +96,7 @@ class FlowerSettings:
     dp_delta: float = 0.0  # dp-delta (0 = 1 / (10 x the force's training vehicles))
     dp_max_grad_norm: float = 1.0  # dp-max-grad-norm
     dp_noise_multiplier: float = 0.0  # dp-noise-multiplier (0 = calibrated to the study plan)
-    dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/1" = the
+    dp_recipe: str = ""  # dp-recipe: "" = the explicit values above; "anprfed-dp/2" = the
     # force derives batch, epochs, optimiser, learning rate and clipping from that fixed public
     # rule and its own training-vehicle count (client_force.dp_recipe)
     training_seed: int = -1  # training-seed (SIMULATION ONLY): -1 = OS CSPRNG; >= 0 fixes DP
@@ -108,6 +111,8 @@ class FlowerSettings:
     init_weights: str = ""  # init-weights: "" = seeded initialisation; a path = a PUBLIC .npz
     # (arrays by contract name, e.g. pre-trained on a public synthetic world) to start from
     init_encoder_only: bool = True  # init-encoder-only: take only the read encoder from it
+    train_layers: str = "all"  # train-layers: "all" | "head" = keep the read encoder fixed (a
+    # public pre-trained one) and train only the head: far fewer noised weights under DP
     extra: Mapping[str, RunConfigValue] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -284,6 +289,11 @@ class FlowerSettings:
         )
         need(self.model_conv_layers >= 0, "model-conv-layers", "must be >= 0")
         need(
+            self.train_layers in TRAIN_LAYERS,
+            "train-layers",
+            f"must be one of {', '.join(TRAIN_LAYERS)}",
+        )
+        need(
             0.0 < self.model_prior_prevalence < 1.0,
             "model-prior-prevalence",
             "must be in (0, 1)",
@@ -317,3 +327,10 @@ def _coerce(key: str, value: Any, target: type) -> Any:
     raise FlowerSettingsError(
         f"run-config {key}: expected {target.__name__}, got {type(value).__name__}"
     )
+
+
+def frozen_prefixes(settings: FlowerSettings) -> tuple[str, ...]:
+    """Parameter-name prefixes a force keeps fixed for these settings (``train-layers``)."""
+    from federation.model import ENCODER_PREFIXES
+
+    return ENCODER_PREFIXES if settings.train_layers == "head" else ()

@@ -134,7 +134,12 @@ def audit(
 @app.command("canary-audit")
 def canary_audit(
     run_dir: Path = typer.Argument(..., help="A study's results folder (anprfed study run)."),
-    canaries: int = typer.Option(1000, "--canaries", help="Canary vehicles per audit (>= 20)."),
+    canaries: int = typer.Option(
+        0,
+        "--canaries",
+        help="Canaries per audit (>= 20); 0 = auto: gradient canaries, as many as the model "
+        "holds up to 4,000 (more canaries, a higher ceiling); input canaries, 1,000.",
+    ),
     design: list[str] | None = typer.Option(
         None, "--design", help="Only these designs (repeatable); default every DP design."
     ),

@@ -22,7 +22,8 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +152,10 @@ def study_settings(
     )
 
 
+_THREADS = min(2, os.cpu_count() or 1)
+"""Forces ingested (and their examples built) at the same time."""
+
+
 def _prepare_forces(
     spec: StudySpec,
     world_dir: Path,
@@ -180,7 +185,8 @@ def _prepare_forces(
 
     forces = world_io.study_forces(world_dir, spec.forces)
     task = progress.add_task("ingest + purge (forces)", total=len(forces))
-    for force in forces:
+
+    def prepare(force: str) -> dict[int, dict[str, Any]]:
         rows: dict[int, dict[str, Any]] = {}
         for window in windows:
             row = None if rerun else store_reuse.ready_store(*place(window, force), keys[window])
@@ -193,10 +199,17 @@ def _prepare_forces(
         )
         if missing:
             rows.update(_build_stores(spec, world_dir, force, missing, place, keys, truth, as_of))
+        progress.advance(task)
+        return rows
+
+    # Forces are independent (own store, own key): two at a time, one per core; the heavy
+    # parts (Parquet, AES-GCM, HMAC, numpy) release the GIL. Results in force order.
+    with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="ingest") as pool:
+        prepared = list(pool.map(prepare, forces))
+    for force, rows in zip(forces, prepared, strict=True):
         for window in windows:
             result.ingest.append(rows[window])
             nodes[window].append(SimulatedForce(force, *place(window, force)))
-        progress.advance(task)
     progress.update(task, description="ingest + purge (forces)")
     result.ingest.sort(key=lambda row: (windows.index(row["retention_days"]), row["force"]))
     return nodes
@@ -246,11 +259,14 @@ def _build_examples(nodes: list[Any], settings: FlowerSettings, progress: Progre
     """Build (or load from the store's encrypted cache) each force's examples for the window,
     with progress: the designs then load them from the cache instead of building in silence."""
     window = f"{settings.window_start}..{settings.window_end}"
-    for node in nodes:
-        try:
+
+    def build(node: Any) -> None:
+        # a force without usable examples: its designs report it as before
+        with suppress(ForceDataError):
             node.dataset(settings, progress=example_progress(progress, f"{node.name} {window}"))
-        except ForceDataError:
-            continue  # a force without usable examples: its designs report it as before
+
+    with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="examples") as pool:
+        list(pool.map(build, nodes))
 
 
 def _retention_rows(
@@ -361,7 +377,10 @@ def run_study(
             result.public_init = public.summary
             public_settings = {
                 "init_weights": str(public.path),
-                "init_encoder_only": spec.training.public_pretraining == "encoder",
+                "init_encoder_only": spec.training.public_pretraining.startswith("encoder"),
+                "train_layers": (
+                    "head" if spec.training.public_pretraining == "encoder-frozen" else "all"
+                ),
             }
         designs_task = progress.add_task("designs", total=n_design_runs)
         for window in windows:
@@ -598,7 +617,7 @@ def _write_results(result: StudyResult, curves: dict[str, tuple[np.ndarray, np.n
             "few_positives_below": MIN_POSITIVES,
         },
         "versions": package_versions(),
-        "dp_recipe": dp_recipe.describe() if spec.training.recipe else None,
+        "dp_recipe": dp_recipe.describe(spec.training.recipe) if spec.training.recipe else None,
         "public_pretraining": result.public_init,
         "timings_s": result.timings,
         # Where Ray kept its session files, without this machine's absolute path.

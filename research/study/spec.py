@@ -19,7 +19,7 @@ from client_force.dp_recipe import RECIPES
 
 DESIGNS = ("local-only", "federated", "pooled")  # the built-in designs, in the default order
 STRATEGIES = ("fedavg", "fedprox")
-PRETRAINING = ("encoder", "full", "none")
+PRETRAINING = ("encoder", "encoder-frozen", "full", "none")
 
 
 class SpecError(ValueError):
@@ -70,16 +70,18 @@ class TrainingSpec:
     proximal_mu: float = 0.0
     round_timeout_s: float = 600.0
     secure_aggregation: bool = False
-    # The DP training recipe (client_force.dp_recipe): "anprfed-dp/1" = each force derives its
+    # The DP training recipe (client_force.dp_recipe): "anprfed-dp/2" = each force derives its
     # batch, epochs, optimiser, learning rate and clipping from a fixed public rule and its
     # vehicle count (then batch_size, learning_rate and local_epochs apply to nothing private);
     # "" = use batch_size, learning_rate and local_epochs as written.
-    recipe: str = "anprfed-dp/1"
-    model_hidden: int = 16  # the recipe's model size (fewer weights, less total DP noise)
-    model_conv_layers: int = 1
+    recipe: str = "anprfed-dp/2"
+    model_hidden: int = 32  # the recipe's model size (client_force.dp_recipe.MODEL_HIDDEN)
+    model_conv_layers: int = 2
     # Start every design from a model pre-trained on a separately seeded PUBLIC synthetic
     # world (research.study.public_init): "encoder" = its read encoder only (the head is
-    # learned from the forces' labels), "full" = every weight, "none" = seeded initialisation.
+    # learned from the forces' labels), "encoder-frozen" = that encoder kept FIXED and only
+    # the head trained (far fewer weights noised under DP), "full" = every weight, "none" =
+    # seeded initialisation.
     public_pretraining: str = "encoder"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_round_plan_applies_the_recipe_not_the_run_config_values():
     )
     training, dp, recipe = round_plan(settings, 20_000, seed=1)
     assert dp.sample_rate == pytest.approx(1 / dp_recipe.STEPS_PER_EPOCH)
-    assert dp.local_epochs == recipe["local_epochs"] == 3  # ceil(5 / 2)
+    assert dp.local_epochs == recipe["local_epochs"] == math.ceil(dp_recipe.EPOCHS / 2)
     assert dp.max_grad_norm == dp_recipe.MAX_GRAD_NORM
     assert (training.optimizer, training.learning_rate) == ("adam", dp_recipe.LEARNING_RATE)
     assert dp.target_epsilon == 4.0
@@ -114,3 +115,12 @@ def test_recipe_is_recorded_in_the_ledger_and_covered_by_its_hash(tmp_path, toy)
     path.write_text(json.dumps(data))
     with pytest.raises(LedgerError, match="hash chain"):
         PrivacyLedger.open(path)
+
+
+def test_older_recipe_versions_stay_resolvable_and_differ():
+    old = dp_recipe.resolve("anprfed-dp/1", 20_000, 3)
+    new = dp_recipe.resolve(dp_recipe.RECIPE_ID, 20_000, 3)
+    assert (old.version, new.version) == (1, dp_recipe.RECIPE_VERSION)
+    assert old.total_epochs < new.total_epochs
+    assert dp_recipe.describe("anprfed-dp/1")["recipe"] == "anprfed-dp/1"
+    assert dp_recipe.RECIPES[-1] == dp_recipe.RECIPE_ID
