@@ -85,6 +85,7 @@ views)."""
 AUTO_INPUT = 1000
 """Default canary vehicles."""
 
+
 @dataclass(frozen=True)
 class CanaryAuditConfig:
     """Which canaries, how many, at what confidence, with which engine and optimiser."""

@@ -116,7 +116,8 @@ def canary_audit_run(
             scratch = scratch_dir()
             try:
                 if log:
-                    log(f"{model.tag} / {force_name}: canary audit ({config.canaries} canaries)")
+                    count = config.canaries or "auto"
+                    log(f"{model.tag} / {force_name}: canary audit ({count} canaries)")
                 result = run_canary_audit(
                     SimulatedForce(force_name, store, key),
                     settings,

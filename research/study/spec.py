@@ -17,7 +17,8 @@ from typing import Any
 
 from client_force.dp_recipe import RECIPES
 
-DESIGNS = ("local-only", "federated", "pooled")  # the built-in designs, in the default order
+# the built-in designs, in the default order
+DESIGNS = ("public-start", "local-only", "federated", "pooled")
 STRATEGIES = ("fedavg", "fedprox")
 PRETRAINING = ("encoder", "encoder-frozen", "full", "none")
 

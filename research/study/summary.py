@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from research.study.designs import uses_force_data
 from research.study.evaluation import (
     ABOVE_CHANCE,
     ALL_FORCES,
@@ -85,6 +86,8 @@ def summary_table(result: Any) -> Table:
         if m["force"] != ALL_FORCES:
             continue
         eps = "∞" if math.isinf(float(m["epsilon"])) else _fmt(float(m["epsilon"]), 1)
+        if not uses_force_data(str(m["design"])):
+            eps = "none"
         table.add_row(
             m["design"],
             eps,

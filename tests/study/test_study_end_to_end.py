@@ -32,7 +32,7 @@ from retention.store import ForceStore
 TINY = {
     "name": "tiny",
     "seed": 5,
-    "designs": ["local-only", "federated", "pooled"],
+    "designs": ["public-start", "local-only", "federated", "pooled"],
     "world": {"vehicles": 300, "days": 75, "start": "2025-03-01", "prevalence": 0.06, "seed": 5},
     "training": {"rounds": 2, "batch_size": 32, "max_reads": 32, "round_timeout_s": 300},
     "dp": {"epsilon": 4.0},
@@ -100,7 +100,7 @@ def test_results_folder_holds_every_table_plot_and_the_manifest(tiny_run: dict) 
 def test_every_design_is_evaluated_per_force_and_overall(tiny_run: dict) -> None:
     metrics = pd.read_csv(tiny_run["out"] / "metrics.csv")
     forces = set(world_io.force_names(tiny_run["out"] / "world"))
-    for design in ("local-only", "federated", "pooled"):
+    for design in ("public-start", "local-only", "federated", "pooled"):
         rows = metrics[metrics["design"] == design]
         assert set(rows["force"]) == forces | {"all forces"}
         overall = rows[rows["force"] == "all forces"].iloc[0]
@@ -173,7 +173,12 @@ def test_the_run_can_be_compared_without_paths_or_node_ids(tiny_run: dict) -> No
     written = [*out.glob("*.json"), *out.glob("*.csv")]
     assert not [p.name for p in written if str(out) in p.read_text()]
     comparison = compare_runs([out], replicates=200)
-    assert {r["design"] for r in comparison.runs} == {"local-only", "federated", "pooled"}
+    assert {r["design"] for r in comparison.runs} == {
+        "public-start",
+        "local-only",
+        "federated",
+        "pooled",
+    }
     assert {b["force"] for b in comparison.budgets} == forces
     assert all(b["trainings"] == 2 for b in comparison.budgets)  # local-only and federated
     assert all(

@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_spec_is_the_documented_example() -> None:
     spec = default_spec()
-    assert set(spec.designs) == {"local-only", "federated", "pooled"}
+    assert set(spec.designs) == {"public-start", "local-only", "federated", "pooled"}
     assert tomllib.loads(default_spec_text())["name"] == spec.name
     assert spec.as_of > spec.world.end
     assert all(math.isfinite(e) for e in spec.epsilons())

@@ -49,7 +49,7 @@ class Facts:
     # -- metrics -----------------------------------------------------------------------------
     def metric_row(self, design: str, force: str = ALL_FORCES) -> pd.Series | None:
         m = self.run.metrics
-        eps = math.inf if design == "pooled" else self.eps
+        eps = math.inf if _once(design) else self.eps
         rows = m[
             (m["design"] == design) & (m["force"] == force) & (m["retention_days"] == self.window)
         ]
@@ -71,7 +71,7 @@ class Facts:
         row = self.metric_row(design, force)
         if row is None or column not in row:
             return "n/a"
-        eps = "inf" if design == "pooled" else f"{self.eps:g}"
+        eps = "inf" if _once(design) else f"{self.eps:g}"
         item = self.book.add(
             section,
             label,
@@ -94,7 +94,7 @@ class Facts:
         return self.book.add(section, label, value, MANIFEST, f"JSON pointer {pointer}", kind)
 
     def designs(self) -> list[str]:
-        order = ("local-only", "federated", "pooled")
+        order = ("public-start", "local-only", "federated", "pooled")
         present = set(self.run.metrics["design"])
         return [d for d in order if d in present]
 
@@ -122,3 +122,14 @@ class Facts:
 def person(id_: str, role: str, prompt: str) -> PersonField:
     """A field only a person can fill."""
     return PersonField(id=id_, role=role, prompt=prompt)
+
+
+def _once(design: str) -> bool:
+    """A design the study runs once per window, without DP (``pooled``, ``public-start``)."""
+    from research.study.designs import get_design
+    from research.study.designs.registry import UnknownDesignError
+
+    try:
+        return not get_design(design).private
+    except UnknownDesignError:
+        return design == "pooled"

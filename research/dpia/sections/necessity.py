@@ -88,7 +88,13 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
     verdicts: dict[str, str] = {}
     few: list[str] = []
     for design in designs:
-        eps = "non-private" if design == "pooled" else eps_text(f.eps)
+        eps = (
+            "non-private"
+            if design == "pooled"
+            else "none (no force data)"
+            if design == "public-start"
+            else eps_text(f.eps)
+        )
         metric_row = f.metric_row(design)
         verdicts[design] = _skill(metric_row)
         if metric_row is not None and int(metric_row.get("positives", 0)) < MIN_POSITIVES:
@@ -160,6 +166,30 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
                 ]
             )
         )
+    start = f.metric_row("public-start") if "public-start" in designs else None
+    if start is not None:
+        start_high = float(start.get("pr_auc_high", math.nan))
+        not_above_start = [
+            d
+            for d in skilled
+            if float(f.metric_row(d).get("pr_auc_low", math.nan)) <= start_high  # type: ignore[union-attr]
+        ]
+        found["not_above_public_start"] = not_above_start
+        if not_above_start:
+            s.add(
+                Para(
+                    [
+                        "Read against its start: ",
+                        ", ".join(not_above_start),
+                        " beats chance but not the public starting model it began from "
+                        "(public-start, PR-AUC ",
+                        f.metric(sid, "public-start", "pr_auc", "public-start: PR-AUC"),
+                        ", made without any force's data): the intervals overlap, so this run "
+                        "does not show that the forces' data add skill to what public "
+                        "pre-training gives.",
+                    ]
+                )
+            )
     fed = f.metric_row("federated")
     if fed is not None and math.isfinite(float(fed.get("alerts_per_tp_realistic", math.nan))):
         lfr = book.add(

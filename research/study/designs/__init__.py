@@ -3,7 +3,12 @@
 See ``registry.py`` for how to add one. Importing this package registers the built-ins.
 """
 
-from research.study.designs import federated, local_only, pooled  # noqa: F401  (registers)
+from research.study.designs import (  # noqa: F401  (registers)
+    federated,
+    local_only,
+    pooled,
+    public_start,
+)
 from research.study.designs.registry import (
     Design,
     DesignContext,
@@ -13,6 +18,7 @@ from research.study.designs.registry import (
     get_design,
     register_design,
     unregister_design,
+    uses_force_data,
 )
 
 __all__ = [
@@ -24,4 +30,5 @@ __all__ = [
     "get_design",
     "register_design",
     "unregister_design",
+    "uses_force_data",
 ]

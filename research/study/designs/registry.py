@@ -69,6 +69,8 @@ class Design:
     (else once per retention window, non-private). ``keeps_own_checkpoint``: the design's run
     already wrote ``checkpoints/final.npz`` (the federated server does); otherwise the runner
     saves the model for the audits. ``needs_ray``: the runner starts its Ray head node first.
+    ``uses_force_data``: False for a reference made without any force's data (its epsilon
+    column reads "none").
     """
 
     name: str
@@ -78,6 +80,7 @@ class Design:
     keeps_own_checkpoint: bool = False
     needs_ray: bool = False
     deployable: bool = True
+    uses_force_data: bool = True  # False: a reference made without any force's data
     description: str = ""
 
 
@@ -113,6 +116,12 @@ def get_design(name: str) -> Design:
 def design_names() -> tuple[str, ...]:
     """Registered design names, in registration order."""
     return tuple(_DESIGNS)
+
+
+def uses_force_data(name: str) -> bool:
+    """False for a registered reference made without any force's data (``public-start``)."""
+    design = _DESIGNS.get(name)
+    return design.uses_force_data if design is not None else True
 
 
 def design_colour(name: str) -> str:
