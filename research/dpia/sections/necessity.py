@@ -181,7 +181,9 @@ def necessity(f: Facts, s: Section) -> dict[str, Any]:
                     [
                         "Read against its start: ",
                         ", ".join(not_above_start),
-                        " beats chance but not the public starting model it began from "
+                        " beat"
+                        + ("s" if len(not_above_start) == 1 else "")
+                        + " chance but not the public starting model they began from "
                         "(public-start, PR-AUC ",
                         f.metric(sid, "public-start", "pr_auc", "public-start: PR-AUC"),
                         ", made without any force's data): the intervals overlap, so this run "
