@@ -280,6 +280,13 @@ class StudyRayCluster:
             return
         if os.environ.get("RAY_ADDRESS") == self.address:
             del os.environ["RAY_ADDRESS"]
+        # This process's own Ray driver first: a driver left connected to a head that is then
+        # stopped waits for it and later ends its process (a long-lived caller, such as a test
+        # worker, crashed that way).
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            with contextlib.suppress(Exception):
+                ray.shutdown()
         for node in [*self._workers, *([self._head] if self._head else [])]:
             node.stop()
         self._workers = []
