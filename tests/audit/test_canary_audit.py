@@ -9,10 +9,8 @@ that lies to its ledger is simulated here only, by swapping the noise multiplier
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from flower_world import FlowerWorld, build_force
 from typer.testing import CliRunner
 
-import client_force.training as training_module
 from client_force.force_dataset import clear_memory_cache, load_force_dataset
 from client_force.simulated_force import SimulatedForce
+from research.audit.broken_dp import broken_noise
 from research.audit.canary_audit import CanaryAuditConfig, run_canary_audit
 from research.audit.canary_report import canary_audit_run
 from research.audit.canary_run import (
@@ -80,24 +78,9 @@ def test_planting_adds_exactly_the_included_canaries(force, tmp_path) -> None:
     assert not planted & set(real.train.vehicles.tolist())
 
 
-@contextlib.contextmanager
-def _lying_noise(noise: float) -> Iterator[None]:
-    real = training_module.run_dp_sgd
-
-    def lying(*args, **kwargs):
-        kwargs["noise_multiplier"] = noise
-        return real(*args, **kwargs)
-
-    training_module.run_dp_sgd = lying
-    try:
-        yield
-    finally:
-        training_module.run_dp_sgd = real
-
-
 def _trainer(force: SimulatedForce, settings, run_id: str):
     if "broken" in run_id:
-        with _lying_noise(1e-3):
+        with broken_noise(1e-3):
             return train_in_process(force, settings, run_id)
     return train_in_process(force, settings, run_id)
 
