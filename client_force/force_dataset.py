@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,6 +50,14 @@ CACHE_PREFIX = "flower-examples-"
 TRUTH_ARTIFACT = "sim-truth-labels"
 FEATURE_SCHEMA_VERSION = 1
 _MEMORY_CACHE_SIZE = 8
+CACHE_BUDGET_ENV = "ANPRFED_EXAMPLE_CACHE_MB"
+DEFAULT_CACHE_BUDGET_BYTES = 1 << 30
+"""In-process example cache budget: 1 GiB unless ``ANPRFED_EXAMPLE_CACHE_MB`` says otherwise.
+
+Sets beyond it are evicted oldest first (the newest set is always kept: its caller is using
+it), so a process that trains several large forces in turn (a Ray worker, the study process)
+holds about one force's examples, not every force's; an evicted set is re-read from the
+store's encrypted feature cache, seconds against the minutes its DP training takes."""
 _MEMORY_CACHE: OrderedDict[tuple[Any, ...], ExampleSet] = OrderedDict()
 _MEMORY_LOCK = threading.Lock()  # forces build their examples on two threads in a study
 
@@ -211,9 +220,43 @@ def load_examples(
             _write_cache(store, name, examples, days)
     with _MEMORY_LOCK:
         _MEMORY_CACHE[memory_key] = examples
-        while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+        budget = cache_budget_bytes()
+        while len(_MEMORY_CACHE) > 1 and (
+            len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE
+            or sum(example_set_bytes(e) for e in _MEMORY_CACHE.values()) > budget
+        ):
             _MEMORY_CACHE.popitem(last=False)
     return examples, tuple(days)
+
+
+def cache_budget_bytes() -> int:
+    """The in-process example cache budget in bytes (``ANPRFED_EXAMPLE_CACHE_MB`` or 1 GiB)."""
+    raw = os.environ.get(CACHE_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_BUDGET_BYTES
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{CACHE_BUDGET_ENV}={raw!r}: expected a number of megabytes (e.g. 2048)"
+        ) from None
+    if megabytes < 0:
+        raise ValueError(f"{CACHE_BUDGET_ENV}={raw!r}: must not be negative")
+    return int(megabytes * 2**20)
+
+
+def example_set_bytes(examples: ExampleSet) -> int:
+    """Bytes an example set holds in memory (its arrays; pseudonyms as stored)."""
+    arrays = (examples.sequences, examples.mask, examples.summary, examples.n_reads)
+    vehicles = examples.vehicles
+    names = vehicles.nbytes if vehicles.dtype != object else 100 * len(vehicles)
+    return sum(a.nbytes for a in arrays) + names
+
+
+def memory_cache_size() -> tuple[int, int]:
+    """(sets, bytes) held by this process's example cache."""
+    with _MEMORY_LOCK:
+        return len(_MEMORY_CACHE), sum(example_set_bytes(e) for e in _MEMORY_CACHE.values())
 
 
 def _write_cache(store: Any, name: str, examples: ExampleSet, days: list[date]) -> None:

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from client_force.force_dataset import cache_budget_bytes
 from client_force.streamed_examples import DEFAULT_READS_PER_BUCKET
 from research.study.spec import StudySpec
 
@@ -113,8 +114,11 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
     pooled = 2 * spec.world.vehicles * example_bytes if "pooled" in spec.designs else 0.0
     # The study process and each worker process (local-only workers, Ray actors running the
     # ClientApps: one a core) keep the examples they loaded in an in-process cache
-    # (client_force.force_dataset, up to 8 sets), which over a study can hold every force's.
-    cached = spec.world.vehicles * example_bytes
+    # (client_force.force_dataset): older sets are evicted beyond its byte budget
+    # (ANPRFED_EXAMPLE_CACHE_MB, 1 GiB) but the newest, one force's, is kept; so at most the
+    # larger of the budget and one force's set, and never more than every force's.
+    largest_set = largest_vehicles * example_bytes
+    cached = min(spec.world.vehicles * example_bytes, max(cache_budget_bytes(), largest_set))
     workers = os.cpu_count() or 1
     peak = BASE_PROCESS_BYTES + (1 + workers) * cached + max(build, pooled)
     stored = sum(spec.world.vehicles * min(w, spec.world.days) * per_day for w in windows)

@@ -87,3 +87,36 @@ def test_a_window_without_reads_is_a_clear_refusal(world: FlowerWorld) -> None:
     with pytest.raises(ForceDataError, match="no retained reads between 2020-01-01 and 2020-02-01"):
         load_force_dataset(store, settings)
     assert date.fromisoformat(world.settings().as_of) == LABEL_AS_OF
+
+
+def test_the_in_process_cache_holds_at_most_its_budget(
+    world: FlowerWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that loads several forces in turn keeps about one set, not every force's."""
+    force_dataset.clear_memory_cache()
+    settings = world.settings()
+    first = load_force_dataset(_open(world, 0), settings)
+    second = load_force_dataset(_open(world, 1), settings)
+    sets, held = force_dataset.memory_cache_size()
+    assert sets == 2  # the default budget (1 GiB) holds both toy forces
+    one = force_dataset.example_set_bytes(first.train) + force_dataset.example_set_bytes(
+        first.test
+    )
+    assert held > one > 0
+    # A budget smaller than one set: the newest set stays (its caller uses it), older go.
+    monkeypatch.setenv(force_dataset.CACHE_BUDGET_ENV, "0.001")
+    third = load_force_dataset(_open(world, 2), settings)
+    assert force_dataset.memory_cache_size()[0] == 1
+    # The evicted forces load again, identical, from their stores' encrypted feature caches.
+    again = load_force_dataset(_open(world, 0), settings)
+    assert np.array_equal(again.train.sequences, first.train.sequences)
+    assert len(third.train) > 0 and len(second.train) > 0
+    force_dataset.clear_memory_cache()
+
+
+def test_a_bad_cache_budget_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(force_dataset.CACHE_BUDGET_ENV, "lots")
+    with pytest.raises(ValueError, match="ANPRFED_EXAMPLE_CACHE_MB='lots'"):
+        force_dataset.cache_budget_bytes()
+    monkeypatch.setenv(force_dataset.CACHE_BUDGET_ENV, "2048")
+    assert force_dataset.cache_budget_bytes() == 2048 * 2**20
