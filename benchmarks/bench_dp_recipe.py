@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ from bench_utility import Data, load_data
 from client_force import dp_recipe
 from client_force.flower_round import round_plan
 from client_force.training import TrainingConfig, train_nonprivate, train_round
-from federation.flower_settings import FlowerSettings
+from federation.flower_settings import FlowerSettings, frozen_prefixes
 from federation.metrics import pr_auc
 from federation.model import (
     ModelConfig,
@@ -105,8 +106,9 @@ def pretrain_public(public: Data, epochs: int, out: Path) -> dict:
     return {"public": public.description, "epochs": epochs}
 
 
-def _settings(epsilon: float, rounds: int) -> FlowerSettings:
+def _settings(epsilon: float, rounds: int, train_layers: str = "all") -> FlowerSettings:
     return FlowerSettings(
+        train_layers=train_layers,
         dp_recipe=dp_recipe.RECIPE_ID,
         num_server_rounds=rounds,
         dp_target_epsilon=epsilon,
@@ -132,18 +134,27 @@ def _dp_round(model, examples, labels, settings, ledger, round_id: int, seed: in
     return recipe or {}
 
 
-def train_pooled_nonprivate(data: Data, train: np.ndarray, seed: int) -> TrajectoryModel:
-    """The recipe's model, non-private, on every training vehicle."""
+def train_pooled_nonprivate(
+    data: Data, train: np.ndarray, seed: int, train_layers: str = "all"
+) -> TrajectoryModel:
+    """The recipe's model, non-private, on every training vehicle (``head``: encoder fixed)."""
     model = _model(seed)
     plan = dp_recipe.nonprivate_training(seed)
     epochs = plan.pop("epochs")
+    frozen = frozen_prefixes(_settings(1.0, 1, train_layers))
     train_nonprivate(
-        model, data.examples.subset(train), data.labels[train], epochs, TrainingConfig(**plan)
+        model,
+        data.examples.subset(train),
+        data.labels[train],
+        epochs,
+        TrainingConfig(**plan, frozen=frozen),
     )
     return model
 
 
-def train_pooled_dp(data: Data, train: np.ndarray, epsilon: float, seed: int, tmp: Path):
+def train_pooled_dp(
+    data: Data, train: np.ndarray, epsilon: float, seed: int, tmp: Path, train_layers: str = "all"
+):
     """One force with every training vehicle: one round of the recipe's DP-SGD."""
     model = _model(seed)
     ledger = PrivacyLedger.open(
@@ -153,7 +164,7 @@ def train_pooled_dp(data: Data, train: np.ndarray, epsilon: float, seed: int, tm
         model,
         data.examples.subset(train),
         data.labels[train],
-        _settings(epsilon, 1),
+        _settings(epsilon, 1, train_layers),
         ledger,
         1,
         seed,
@@ -162,14 +173,31 @@ def train_pooled_dp(data: Data, train: np.ndarray, epsilon: float, seed: int, tm
 
 
 def train_federated_dp(
-    data: Data, train: np.ndarray, epsilon: float, seed: int, forces: int, rounds: int, tmp: Path
+    data: Data,
+    train: np.ndarray,
+    epsilon: float,
+    seed: int,
+    forces: int,
+    rounds: int,
+    tmp: Path,
+    train_layers: str = "all",
+    noise_multiplier: float = 0.0,
 ):
-    """FedAvg over ``forces`` IID shards, each a force with its own ledger and recipe."""
+    """FedAvg over ``forces`` IID shards, each a force with its own ledger and recipe.
+
+    ``noise_multiplier`` > 0 fixes sigma instead of calibrating it to ``epsilon`` (a
+    diagnostic: its ledgers then have no budget to speak of).
+    """
     rng = np.random.default_rng(seed)
     shards = np.array_split(rng.permutation(train), forces)
-    settings = _settings(epsilon, rounds)
+    settings = _settings(epsilon, rounds, train_layers)
+    if noise_multiplier > 0:
+        settings = replace(settings, dp_noise_multiplier=noise_multiplier)
     ledgers = [
-        PrivacyLedger.open(tmp / f"fed-{seed}-{epsilon}-{i}.json", epsilon_budget=epsilon)
+        PrivacyLedger.open(
+            tmp / f"fed-{seed}-{epsilon}-{len(train)}-{rounds}-{train_layers}-{i}.json",
+            epsilon_budget=epsilon if noise_multiplier <= 0 else 1e12,
+        )
         for i in range(forces)
     ]
     global_weights = get_weights(_model(seed))
