@@ -48,6 +48,7 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from flwr.simulation import run_simulation  # noqa: E402
 
+from client_force import dp_recipe  # noqa: E402
 from client_force.client_app import make_client_app  # noqa: E402
 from client_force.flower_round import local_evaluate, local_train, node_store  # noqa: E402
 from federation.contract import EgressContract  # noqa: E402
@@ -127,7 +128,21 @@ def flower_engine_only(settings: FlowerSettings, n_forces: int) -> None:
     run_simulation(server, client, num_supernodes=n_forces, backend_config=BACKEND_CONFIG)
 
 
-def measure(n_forces: int, n_vehicles: int, rounds: int, root: Path) -> dict[str, float]:
+RECIPE_SETTINGS: dict[str, Any] = {
+    "dp_recipe": dp_recipe.RECIPE_ID,
+    "model_hidden": dp_recipe.MODEL_HIDDEN,
+    "model_conv_layers": dp_recipe.MODEL_CONV_LAYERS,
+    "max_reads": 32,
+    "dp_target_epsilon": 4.0,
+    "dp_noise_multiplier": 0.0,  # calibrated by each force, as in a study
+    "round_timeout": 3600.0,
+}
+"""The study's training (``--recipe``): the DP recipe, its model, calibrated noise, epsilon 4."""
+
+
+def measure(
+    n_forces: int, n_vehicles: int, rounds: int, root: Path, recipe: bool = False
+) -> dict[str, float]:
     """Wall times of the three variants for one world size (and the models' largest gap)."""
     template = build_world(root / "template", n_forces, n_vehicles)
 
@@ -138,6 +153,7 @@ def measure(n_forces: int, n_vehicles: int, rounds: int, root: Path) -> dict[str
             min_replies=n_forces,
             training_seed=7,
             first_round_timeout=600.0,
+            **(RECIPE_SETTINGS if recipe else {}),
         )
 
     timings: dict[str, float] = {}
@@ -174,12 +190,18 @@ def main() -> None:
     parser.add_argument("--forces", type=int, default=3)
     parser.add_argument("--vehicles", type=int, nargs="+", default=[300, 1500])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--recipe",
+        action="store_true",
+        help="train as a study does (DP recipe, its 32/2 model, calibrated noise, epsilon 4)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     rows = []
     for n_vehicles in args.vehicles:
         with tempfile.TemporaryDirectory() as tmp:
-            t = measure(args.forces, n_vehicles, args.rounds, Path(tmp))
+            t = measure(args.forces, n_vehicles, args.rounds, Path(tmp), args.recipe)
         base = t["in-process loop"]
         rows.append(
             f"| {n_vehicles} | {base:.1f} | {t['Flower simulation']:.1f} "
@@ -194,11 +216,19 @@ def main() -> None:
             "# Flower simulation overhead",
             "",
             f"`python benchmarks/bench_flower_overhead.py --forces {args.forces} "
-            f"--vehicles {sizes} --rounds {args.rounds}`",
+            f"--vehicles {sizes} --rounds {args.rounds}{' --recipe' if args.recipe else ''}`",
             "",
             f"{args.forces} forces (toy world, real encrypted stores), {args.rounds} rounds of "
             "DP training and held-out evaluation, seeded noise, the same settings for every "
-            "variant. Flower runs 2 Ray actors (1 CPU each). Machine: "
+            "variant"
+            + (
+                f" (the study's training: recipe `{dp_recipe.RECIPE_ID}`, model "
+                f"{dp_recipe.MODEL_HIDDEN}/{dp_recipe.MODEL_CONV_LAYERS}, at most 32 reads, "
+                "noise calibrated by each force for epsilon 4)"
+                if args.recipe
+                else " (a small fast model: hidden 8, one epoch, fixed noise multiplier)"
+            )
+            + ". Flower runs 2 Ray actors (1 CPU each). Machine: "
             f"{platform.machine()}, {os.cpu_count()} CPU(s), shared with other jobs, so "
             "compare ratios within a row.",
             "",
@@ -220,8 +250,8 @@ def main() -> None:
             "",
         ]
     )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(report, encoding="utf-8")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
     print(report)
 
 
