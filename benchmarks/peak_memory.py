@@ -79,9 +79,11 @@ def main() -> int:
     started = time.monotonic()
     proc = subprocess.Popen(command)
     peak = {"total_bytes": 0, "largest_process_bytes": 0, "processes": 0, "at_s": 0.0}
+    series: list[tuple[float, float]] = []  # (seconds, total GiB): peaks per stage, later
     while proc.poll() is None:
         sizes = [pss_bytes(pid) for pid in descendants(proc.pid)]
         total = sum(sizes)
+        series.append((round(time.monotonic() - started, 1), round(total / 2**30, 3)))
         if total > peak["total_bytes"]:
             peak.update(
                 total_bytes=total,
@@ -99,10 +101,11 @@ def main() -> int:
         "processes_at_peak": peak["processes"],
         "peak_at_s": peak["at_s"],
         "interval_s": args.interval,
+        "series_s_gib": series,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1), file=sys.stderr)
+    print(json.dumps({k: v for k, v in result.items() if k != "series_s_gib"}), file=sys.stderr)
     return proc.returncode
 
 

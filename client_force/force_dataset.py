@@ -57,7 +57,8 @@ DEFAULT_CACHE_BUDGET_BYTES = 1 << 30
 Sets beyond it are evicted oldest first (the newest set is always kept: its caller is using
 it), so a process that trains several large forces in turn (a Ray worker, the study process)
 holds about one force's examples, not every force's; an evicted set is re-read from the
-store's encrypted feature cache, seconds against the minutes its DP training takes."""
+store's encrypted feature cache (seconds against the minutes its DP training takes), or
+rebuilt from the reads when the run turned ``feature-cache`` off."""
 _MEMORY_CACHE: OrderedDict[tuple[Any, ...], ExampleSet] = OrderedDict()
 _MEMORY_LOCK = threading.Lock()  # forces build their examples on two threads in a study
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,8 +211,11 @@ def train_nonprivate(
     labels: Any,
     epochs: int,
     training: TrainingConfig | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Non-private minibatch training in place (reference designs only); returns mean loss.
+
+    ``on_epoch(epochs_done)`` is called after each epoch (progress on long runs).
 
     No ledger entry is written because no DP guarantee exists: a model trained this way
     has epsilon = infinity for every vehicle in ``examples`` and must not leave the force.
@@ -231,7 +234,7 @@ def train_nonprivate(
     optimizer = training.make_optimizer(training.trainable(work))
     loss_fn = training.make_loss()
     total, rows = 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for seqs, mask, summary, target in loader:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(work(seqs, mask, summary), target)
@@ -239,6 +242,8 @@ def train_nonprivate(
             optimizer.step()
             total += float(loss.detach()) * len(target)
             rows += len(target)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     model.load_state_dict(work.state_dict())
     return total / rows if rows else math.nan
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from client_force.force_dataset import cache_budget_bytes
 from client_force.streamed_examples import DEFAULT_READS_PER_BUCKET
+from research.study.public_init import public_world_spec
 from research.study.spec import StudySpec
 
 # Reads per vehicle per simulated day (docs/benchmarks/synth.md; a 40,000-vehicle, 60-day
@@ -39,6 +40,10 @@ BUCKET_BYTES_PER_READ = 700.0
 # they are freed), its train/held-out copies (1x) and, writing the encrypted feature cache,
 # its Arrow copy and Parquet and sealed bytes (up to 1x more, transient).
 EXAMPLE_COPIES = 3.0
+# Public pre-training (research.study.public_init) builds each public force's examples from
+# its whole export in memory (public data, not a store): ~400 bytes a read of table plus
+# ~335 of working arrays (docs/benchmarks/scale-memory-ranges.md, the in-memory builder).
+IN_MEMORY_BUILD_BYTES_PER_READ = 735.0
 BASE_PROCESS_BYTES = 1.5 * 2**30  # torch, Flower, Ray client, pandas in the study process
 
 
@@ -120,9 +125,23 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
     largest_set = largest_vehicles * example_bytes
     cached = min(spec.world.vehicles * example_bytes, max(cache_budget_bytes(), largest_set))
     workers = os.cpu_count() or 1
-    peak = BASE_PROCESS_BYTES + (1 + workers) * cached + max(build, pooled)
+    designs_peak = BASE_PROCESS_BYTES + (1 + workers) * cached + max(build, pooled)
+    # Before the designs: the public world (capped in vehicles) is built force by force in
+    # memory, then its examples are concatenated (x2) and trained on.
+    public_vehicles = 0
+    public_peak = 0.0
+    if spec.training.public_pretraining != "none":
+        public_vehicles = public_world_spec(spec.world).vehicles
+        public_force_reads = public_vehicles * longest * per_day * share
+        public_peak = (
+            BASE_PROCESS_BYTES
+            + public_force_reads * IN_MEMORY_BUILD_BYTES_PER_READ
+            + 2 * public_vehicles * example_bytes
+        )
+    peak = max(designs_peak, public_peak)
     stored = sum(spec.world.vehicles * min(w, spec.world.days) * per_day for w in windows)
-    disk = reads * EXPORT_BYTES_PER_READ + stored * STORE_BYTES_PER_READ
+    public_reads = public_vehicles * spec.world.days * per_day
+    disk = (reads + public_reads) * EXPORT_BYTES_PER_READ + stored * STORE_BYTES_PER_READ
     out = Path(out).resolve()
     probe = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
     return CapacityEstimate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,37 @@ def test_the_estimate_grows_with_the_study_and_the_default_fits() -> None:
     assert small.reads < big.reads and small.peak_memory_bytes < big.peak_memory_bytes
     assert small.disk_bytes < big.disk_bytes
     assert small.peak_memory_bytes < 4 * 2**30
+
+
+def test_the_public_world_is_capped_and_enriched_but_the_default_is_unchanged() -> None:
+    """A million-vehicle study must not synthesise and train on a second million vehicles."""
+    from research.study.public_init import (
+        PUBLIC_MAX_VEHICLES,
+        PUBLIC_MIN_PREVALENCE,
+        PUBLIC_SEED_OFFSET,
+        public_world_spec,
+    )
+
+    default = load_scenario("default").world
+    public = public_world_spec(default)
+    assert (public.vehicles, public.prevalence) == (default.vehicles, default.prevalence)
+    assert public.seed == default.seed + PUBLIC_SEED_OFFSET
+    realistic = load_scenario("north-west-realistic").world
+    capped = public_world_spec(realistic)
+    assert capped.vehicles == PUBLIC_MAX_VEHICLES < realistic.vehicles
+    # At the realistic prevalence (8e-5) a capped world would hold one or two offenders.
+    assert capped.prevalence == PUBLIC_MIN_PREVALENCE > realistic.prevalence
+    assert capped.vehicles * capped.prevalence >= 100
+    assert (capped.days, capped.preset) == (realistic.days, realistic.preset)
+
+
+def test_the_estimate_counts_public_pretraining() -> None:
+    """The public stage is part of the peak: without it a study looks smaller than it is."""
+    spec = load_scenario("north-west-realistic")
+    small = replace(spec, world=replace(spec.world, vehicles=100_000))
+    without = replace(small, training=replace(small.training, public_pretraining="none"))
+    assert (
+        estimate(small, Path("/tmp")).peak_memory_bytes
+        > estimate(without, Path("/tmp")).peak_memory_bytes
+    )
+    assert estimate(small, Path("/tmp")).disk_bytes > estimate(without, Path("/tmp")).disk_bytes
