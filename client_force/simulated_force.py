@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,15 @@ class SimulatedForce:
         return rows
 
     @staticmethod
-    def train_pooled(nodes: list[SimulatedForce], settings: FlowerSettings) -> list[np.ndarray]:
-        """The pooled counterfactual: every force's training vehicles in one NON-PRIVATE model."""
+    def train_pooled(
+        nodes: list[SimulatedForce],
+        settings: FlowerSettings,
+        on_epoch: Callable[[int, int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """The pooled counterfactual: every force's training vehicles in one NON-PRIVATE model.
+
+        ``on_epoch(done, total)`` reports epochs finished (progress on large studies).
+        """
         from client_force.dp_recipe import nonprivate_training
         from client_force.training import TrainingConfig, train_nonprivate
         from federation.features import concat_examples
@@ -274,7 +282,8 @@ class SimulatedForce:
                 seed=seed,
                 frozen=frozen_prefixes(settings),
             )
-        train_nonprivate(model, examples, labels, epochs, training)
+        report = (lambda done: on_epoch(done, epochs)) if on_epoch is not None else None
+        train_nonprivate(model, examples, labels, epochs, training, on_epoch=report)
         return get_weights(model)
 
 

@@ -10,7 +10,17 @@ from research.study.designs.registry import Design, DesignContext, register_desi
 def train(ctx: DesignContext) -> list[np.ndarray]:
     """The national-pool counterfactual, trained in the runner's process."""
     force_cls = type(ctx.nodes[0])
-    return force_cls.train_pooled(ctx.nodes, ctx.settings)
+    if ctx.progress is None:
+        return force_cls.train_pooled(ctx.nodes, ctx.settings)
+    task = ctx.progress.add_task("  pooled epochs", total=None)
+
+    def on_epoch(done: int, total: int) -> None:
+        ctx.progress.update(task, completed=done, total=total)
+
+    try:
+        return force_cls.train_pooled(ctx.nodes, ctx.settings, on_epoch=on_epoch)
+    finally:
+        ctx.progress.remove_task(task)
 
 
 DESIGN = register_design(
