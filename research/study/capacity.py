@@ -6,6 +6,11 @@ on this code (the benchmarks named beside each constant). It is an estimate, not
 ``anprfed study run`` refuses a study whose estimate exceeds the memory available or the free
 disk under the results folder, naming the estimate and the figure it exceeds, rather than
 failing an hour in; ``--skip-capacity-check`` runs it anyway.
+
+Known to be low: at 100,000 vehicles (north-west-realistic scaled down, federated + pooled)
+the whole process tree peaked at 8.54 GiB of PSS against an estimate of 4.7 GB
+(``benchmarks/peak_memory.py``; docs/benchmarks/scale.md). Each Ray worker's own process,
+Ray's system processes and memory the study process keeps after freeing it are not modelled.
 """
 
 from __future__ import annotations
