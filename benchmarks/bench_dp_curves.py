@@ -357,6 +357,19 @@ def _ratio(row: dict | None, base: dict | None) -> str:
     return f"{row['pr_auc'] / base['pr_auc']:.2f}"
 
 
+def _curve(rows: dict, design: str, along: str, **fixed: float) -> list[dict]:
+    """The plain points of one design (all layers trained, 3 rounds), sorted along a field."""
+    picked = [
+        r
+        for r in rows.values()
+        if r["design"] == design
+        and r["rounds"] in (None, 3)
+        and r["layers"] == "all"
+        and all(r[k] == v for k, v in fixed.items())
+    ]
+    return sorted(picked, key=lambda r: r[along])
+
+
 def _plot(
     rows: dict, np_key: dict, chance: float, path: Path, worlds: dict, main_desc: str
 ) -> None:
@@ -369,29 +382,9 @@ def _plot(
     fig, (ax_eps, ax_n) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     styles = {"pooled": ("o", "pooled DP"), "federated": ("s", "federated DP (6 forces)")}
     for design, (marker, label) in styles.items():
-        pts = sorted(
-            (
-                r
-                for r in rows.values()
-                if r["design"] == design
-                and r["fraction"] == 1.0
-                and r["rounds"] in (None, 3)
-                and r["layers"] == "all"
-            ),
-            key=lambda r: r["epsilon"],
-        )
+        pts = _curve(rows, design, "epsilon", fraction=1.0)
         _errorbar(ax_eps, [r["epsilon"] for r in pts], pts, marker, label)
-        pts = sorted(
-            (
-                r
-                for r in rows.values()
-                if r["design"] == design
-                and r["epsilon"] == 4.0
-                and r["rounds"] in (None, 3)
-                and r["layers"] == "all"
-            ),
-            key=lambda r: r["train_vehicles"],
-        )
+        pts = _curve(rows, design, "train_vehicles", epsilon=4.0)
         _errorbar(ax_n, [r["train_vehicles"] for r in pts], pts, marker, label)
     base = sorted(np_key.values(), key=lambda r: r["train_vehicles"])
     _errorbar(ax_n, [r["train_vehicles"] for r in base], base, "^", "non-private")
