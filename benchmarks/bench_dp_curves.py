@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,6 @@ from bench_utility import Data
 
 from client_force import dp_recipe
 from client_force.training import TrainingConfig, train_nonprivate
-from privacy.dp.ledger import PrivacyLedger
 from safefiles import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,13 +132,7 @@ def train_clip_only(data: Data, train: np.ndarray, tmp: Path):
     with the noise multiplier fixed at ``CLIP_ONLY_SIGMA``; its ledger has no budget to speak
     of (the epsilon it records is meaningless). Separates clipping's cost from the noise's.
     """
-    model = recipe_bench._model(0)
-    ledger = PrivacyLedger.open(tmp / "clip-only.json", epsilon_budget=1e12)
-    settings = replace(recipe_bench._settings(4.0, 1), dp_noise_multiplier=CLIP_ONLY_SIGMA)
-    resolved = recipe_bench._dp_round(
-        model, data.examples.subset(train), data.labels[train], settings, ledger, 1, 0
-    )
-    return model, resolved
+    return recipe_bench.train_pooled_dp(data, train, 4.0, 0, tmp, noise_multiplier=CLIP_ONLY_SIGMA)
 
 
 def run_point(point: Point, data: Data, tmp: Path) -> dict:

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +105,12 @@ def pretrain_public(public: Data, epochs: int, out: Path) -> dict:
     return {"public": public.description, "epochs": epochs}
 
 
-def _settings(epsilon: float, rounds: int, train_layers: str = "all") -> FlowerSettings:
+def _settings(
+    epsilon: float, rounds: int, train_layers: str = "all", noise_multiplier: float = 0.0
+) -> FlowerSettings:
+    """Run settings for the recipe; ``noise_multiplier`` > 0 fixes sigma (a diagnostic)."""
     return FlowerSettings(
+        dp_noise_multiplier=noise_multiplier,
         train_layers=train_layers,
         dp_recipe=dp_recipe.RECIPE_ID,
         num_server_rounds=rounds,
@@ -152,20 +155,33 @@ def train_pooled_nonprivate(
     return model
 
 
+def _ledger(path: Path, epsilon: float, noise_multiplier: float) -> PrivacyLedger:
+    """A fresh ledger: budget ``epsilon``, or none to speak of when sigma is fixed."""
+    return PrivacyLedger.open(path, epsilon_budget=epsilon if noise_multiplier <= 0 else 1e12)
+
+
 def train_pooled_dp(
-    data: Data, train: np.ndarray, epsilon: float, seed: int, tmp: Path, train_layers: str = "all"
+    data: Data,
+    train: np.ndarray,
+    epsilon: float,
+    seed: int,
+    tmp: Path,
+    train_layers: str = "all",
+    noise_multiplier: float = 0.0,
 ):
-    """One force with every training vehicle: one round of the recipe's DP-SGD."""
+    """One force with every training vehicle: one round of the recipe's DP-SGD.
+
+    ``noise_multiplier`` > 0 fixes sigma instead of calibrating it to ``epsilon`` (a
+    diagnostic: its ledger then has no budget to speak of).
+    """
     model = _model(seed)
-    ledger = PrivacyLedger.open(
-        tmp / f"pooled-{seed}-{epsilon}-{len(train)}.json", epsilon_budget=epsilon
-    )
+    name = f"pooled-{seed}-{epsilon}-{len(train)}-{train_layers}-{noise_multiplier}.json"
     recipe = _dp_round(
         model,
         data.examples.subset(train),
         data.labels[train],
-        _settings(epsilon, 1, train_layers),
-        ledger,
+        _settings(epsilon, 1, train_layers, noise_multiplier),
+        _ledger(tmp / name, epsilon, noise_multiplier),
         1,
         seed,
     )
@@ -190,13 +206,12 @@ def train_federated_dp(
     """
     rng = np.random.default_rng(seed)
     shards = np.array_split(rng.permutation(train), forces)
-    settings = _settings(epsilon, rounds, train_layers)
-    if noise_multiplier > 0:
-        settings = replace(settings, dp_noise_multiplier=noise_multiplier)
+    settings = _settings(epsilon, rounds, train_layers, noise_multiplier)
     ledgers = [
-        PrivacyLedger.open(
+        _ledger(
             tmp / f"fed-{seed}-{epsilon}-{len(train)}-{rounds}-{train_layers}-{i}.json",
-            epsilon_budget=epsilon if noise_multiplier <= 0 else 1e12,
+            epsilon,
+            noise_multiplier,
         )
         for i in range(forces)
     ]

@@ -11,7 +11,7 @@ largest single process and the number of processes at the peak.
 Usage::
 
     python benchmarks/peak_memory.py --out runs/mem.json -- \\
-        anprfed study run --spec s.toml --out runs/s
+        anprfed study run s.toml --out runs/s
 
 Only processes descended from the command are counted (the study's Ray processes are: the
 study starts Ray under a subreaper supervisor). Exit status: the command's.

@@ -223,8 +223,7 @@ def load_examples(
         _MEMORY_CACHE[memory_key] = examples
         budget = cache_budget_bytes()
         while len(_MEMORY_CACHE) > 1 and (
-            len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE
-            or sum(example_set_bytes(e) for e in _MEMORY_CACHE.values()) > budget
+            len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE or _held_bytes() > budget
         ):
             _MEMORY_CACHE.popitem(last=False)
     return examples, tuple(days)
@@ -254,10 +253,15 @@ def example_set_bytes(examples: ExampleSet) -> int:
     return sum(a.nbytes for a in arrays) + names
 
 
+def _held_bytes() -> int:
+    """Bytes the example cache holds (caller holds ``_MEMORY_LOCK``)."""
+    return sum(example_set_bytes(e) for e in _MEMORY_CACHE.values())
+
+
 def memory_cache_size() -> tuple[int, int]:
     """(sets, bytes) held by this process's example cache."""
     with _MEMORY_LOCK:
-        return len(_MEMORY_CACHE), sum(example_set_bytes(e) for e in _MEMORY_CACHE.values())
+        return len(_MEMORY_CACHE), _held_bytes()
 
 
 def _write_cache(store: Any, name: str, examples: ExampleSet, days: list[date]) -> None:
