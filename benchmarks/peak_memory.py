@@ -6,7 +6,7 @@ checked against is the *sum* over the process tree at its peak. This samples the
 ``--interval`` seconds from ``/proc`` (Linux) and sums each process's proportional set size
 (PSS, from ``smaps_rollup``: shared pages divided among the processes that map them, so
 torch's libraries are not counted once per worker), and reports the peak of the sum, the
-largest single process and the number of processes at the peak.
+largest single process, the number of processes at the peak and each of them (name, PSS).
 
 Usage::
 
@@ -66,6 +66,14 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+def process_name(pid: int) -> str:
+    """The process's short name (``comm``: e.g. ``python``, ``raylet``, ``ray::ClientAppActor``)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def main() -> int:
     """Run the command, sample its process tree, write the peak figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,9 +87,11 @@ def main() -> int:
     started = time.monotonic()
     proc = subprocess.Popen(command)
     peak = {"total_bytes": 0, "largest_process_bytes": 0, "processes": 0, "at_s": 0.0}
+    breakdown: list[dict] = []  # each process at the peak: pid, name, PSS
     series: list[tuple[float, float]] = []  # (seconds, total GiB): peaks per stage, later
     while proc.poll() is None:
-        sizes = [pss_bytes(pid) for pid in descendants(proc.pid)]
+        pids = descendants(proc.pid)
+        sizes = [pss_bytes(pid) for pid in pids]
         total = sum(sizes)
         series.append((round(time.monotonic() - started, 1), round(total / 2**30, 3)))
         if total > peak["total_bytes"]:
@@ -90,6 +100,11 @@ def main() -> int:
                 processes=sum(1 for s in sizes if s),
                 at_s=round(time.monotonic() - started, 1),
             )
+            breakdown = [
+                {"pid": pid, "name": process_name(pid), "gib": round(size / 2**30, 3)}
+                for pid, size in sorted(zip(pids, sizes, strict=True), key=lambda p: -p[1])
+                if size
+            ]
         peak["largest_process_bytes"] = max(peak["largest_process_bytes"], max(sizes, default=0))
         time.sleep(args.interval)
     result = {
@@ -100,6 +115,7 @@ def main() -> int:
         "peak_largest_process_gib": round(peak["largest_process_bytes"] / 2**30, 3),
         "processes_at_peak": peak["processes"],
         "peak_at_s": peak["at_s"],
+        "processes_at_peak_gib": breakdown,
         "interval_s": args.interval,
         "series_s_gib": series,
     }

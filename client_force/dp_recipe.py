@@ -117,6 +117,11 @@ MODEL_CONV_LAYERS = CURRENT.model_conv_layers
 TUNED_ON = CURRENT.tuned_on
 
 NONPRIVATE_EPOCHS = 8
+MAX_PHYSICAL_BATCH = 1024
+"""Vehicles whose per-sample gradients DP-SGD holds at once (``client_force.dp_trainer``):
+memory only, the logical batch is the rule's. Chosen on memory and speed with random inputs,
+never data: flat ~0.3 GiB of working memory from 2,000 to 21,000-vehicle batches, and no
+slower than unsplit (docs/benchmarks/physical-batch.md)."""
 NONPRIVATE_BATCH = 256
 NONPRIVATE_LEARNING_RATE = 3e-3
 NORMALISATION = "none (fixed public input standardisation; no BatchNorm)"
@@ -211,6 +216,8 @@ def describe(name: str = RECIPE_ID) -> dict[str, Any]:
         "model_hidden": rule.model_hidden,
         "model_conv_layers": rule.model_conv_layers,
         "normalisation": NORMALISATION,
+        "physical_batch": f"at most {MAX_PHYSICAL_BATCH} vehicles a chunk (memory only: noise, "
+        "accounting and the optimiser step once per logical batch)",
         "nonprivate": {
             "optimizer": "adam",
             "learning_rate": NONPRIVATE_LEARNING_RATE,

@@ -9,6 +9,15 @@ Sampling: each step includes every vehicle independently with probability q (Opa
 here with the step count given explicitly, because Opacus derives it as ``int(1/q)``, which
 floating point makes one short for some q (e.g. 1/93).
 
+Memory: a logical (Poisson) batch is processed in physical chunks of at most
+``max_physical_batch`` vehicles (Opacus's ``BatchMemoryManager``): each chunk's per-sample
+gradients are clipped and summed, and the noise and the optimiser step come once per logical
+batch, so the mechanism, the accountant's record and (up to float rounding) the weights are
+those of the unsplit step. Without it a step holds every sampled vehicle's per-sample gradient
+and activations at once, ~130 kB a vehicle for the recipe's model at 32 reads: 2.9 GB for the
+21,000-vehicle batches a million-vehicle force's recipe asks for
+(docs/benchmarks/physical-batch.md).
+
 Randomness: ``secure_mode=False`` is passed explicitly. torchcsprng, which Opacus needs for
 secure mode, has no wheel for this platform, so sampling and noise come from torch's
 Mersenne-Twister generator; see ``docs/residual-risks.md``.
@@ -26,11 +35,13 @@ from dataclasses import dataclass
 import torch
 from opacus import PrivacyEngine
 from opacus.data_loader import wrap_collate_with_empty
+from opacus.utils.batch_memory_manager import wrap_data_loader
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+from client_force.dp_recipe import MAX_PHYSICAL_BATCH
 from client_force.gradient_canaries import GradientCanaries, attach
 from privacy.dp.accountant import Mechanism, make_accountant
 
@@ -120,6 +131,7 @@ def run_dp_sgd(
     frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
+    max_physical_batch: int = MAX_PHYSICAL_BATCH,
 ) -> DPRunResult:
     """Train a deep copy of ``model`` with DP-SGD; ``model`` itself is not modified.
 
@@ -134,8 +146,13 @@ def run_dp_sgd(
     The Opacus accountant starts from ``prior_history`` (the force's ledger), so its history
     after the run is the force's whole history; the run checks that it grew by exactly this
     run's ``(noise_multiplier, sample_rate, epochs / sample_rate)``.
+
+    ``max_physical_batch`` bounds the vehicles whose per-sample gradients are held at once
+    (``"hooks"`` mode; ghost clipping holds no per-sample gradients and is not split).
     """
     steps_per_epoch = round(1.0 / sample_rate)
+    if max_physical_batch < 1:
+        raise ValueError(f"max_physical_batch must be at least 1; got {max_physical_batch}")
     if sample_rate * len(dataset) < 1.0:
         raise ValueError(
             f"sample rate {sample_rate:.3g} x {len(dataset)} vehicles is below one expected "
@@ -160,6 +177,7 @@ def run_dp_sgd(
             frozen=frozen,
             probes=probes,
             probe_generator=probe_generator,
+            max_physical_batch=max_physical_batch,
         )
 
 
@@ -180,6 +198,7 @@ def _run(
     frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
+    max_physical_batch: int = MAX_PHYSICAL_BATCH,
 ) -> DPRunResult:
     """``run_dp_sgd`` after validation, with Opacus's known warnings silenced."""
     work = copy.deepcopy(model)
@@ -212,6 +231,12 @@ def _run(
             raise ValueError("audit probes need their own generator")
         attach(optimizer, probes, sample_rate=sample_rate, generator=probe_generator)
 
+    if grad_sample_mode != "ghost":
+        # Chunks of at most max_physical_batch; Opacus steps (noise, accountant, probes) once
+        # per logical batch and only clips and sums on the chunks before its last.
+        dp_loader = wrap_data_loader(
+            data_loader=dp_loader, max_batch_size=max_physical_batch, optimizer=optimizer
+        )
     total_loss, total_rows = 0.0, 0
     for _ in range(epochs):
         for seqs, mask, summary, labels in dp_loader:

@@ -7,21 +7,29 @@ on this code (the benchmarks named beside each constant). It is an estimate, not
 disk under the results folder, naming the estimate and the figure it exceeds, rather than
 failing an hour in; ``--skip-capacity-check`` runs it anyway.
 
-Known to be low: at 100,000 vehicles (north-west-realistic scaled down, federated + pooled)
-the whole process tree peaked at 8.54 GiB of PSS against an estimate of 4.7 GB
-(``benchmarks/peak_memory.py``; docs/benchmarks/scale.md). Each Ray worker's own process,
-Ray's system processes and memory the study process keeps after freeing it are not modelled.
+Every process is counted: the study process, Ray's system processes and, per core, one Ray
+worker (federated designs) and one local-only worker, each with its own process, its DP-SGD
+working memory (bounded by physical chunks, ``client_force.dp_recipe.MAX_PHYSICAL_BATCH``)
+and its copies of the examples. The per-process terms are calibrated on two measured studies
+(``benchmarks/peak_memory.py``, PSS summed over the whole process tree, per process at the
+peak; docs/benchmarks/scale.md): the default study (5.08 GiB; estimate 1.16x) and north-west
+at 100,000 vehicles, federated + pooled (6.98 GiB; 1.36x) and local-only + federated
+(10.70 GiB; 1.15x). Before that calibration the estimate was 1.8x low. It is an estimate
+calibrated at 100,000 vehicles: how the examples' copies grow beyond that (the example cache
+is capped at its byte budget) is extrapolated, not measured.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from client_force.dp_recipe import MAX_PHYSICAL_BATCH, dp_recipe
 from client_force.force_dataset import cache_budget_bytes
 from client_force.streamed_examples import DEFAULT_READS_PER_BUCKET
+from research.study.designs import get_design
 from research.study.public_init import public_world_spec
 from research.study.spec import StudySpec
 
@@ -50,6 +58,29 @@ EXAMPLE_COPIES = 3.0
 # ~335 of working arrays (docs/benchmarks/scale-memory-ranges.md, the in-memory builder).
 IN_MEMORY_BUILD_BYTES_PER_READ = 735.0
 BASE_PROCESS_BYTES = 1.5 * 2**30  # torch, Flower, Ray client, pandas in the study process
+# Ray's own processes (GCS, raylet, dashboard and runtime-env agents, helpers: 0.33 GiB PSS,
+# ``benchmarks/ray_base_memory.py --workers 2``).
+RAY_SYSTEM_BYTES = 0.35 * 2**30
+# A worker's own process once it has trained (Ray ClientApp actor or local-only worker): 0.37
+# GiB idle with the client stack imported (same benchmark); the default study's workers peaked
+# at 0.78-0.87 GiB PSS with little DP working memory and examples (~0.1 GiB).
+WORKER_PROCESS_BYTES = 0.75 * 2**30
+# What each process holds in examples, as multiples of the examples its cache can hold (the
+# cache, the train/held-out subsets and training tensors of the forces it served, and what
+# the allocator keeps of them). Calibrated, not derived: at 100,000 vehicles (2 cores;
+# docs/benchmarks/scale.md) with 0.27 GiB of cacheable examples, beyond their process and DP
+# working memory, the Ray workers held up to 1.71 GiB (6.3x) at the end of the federated
+# design, the local-only workers 0.32 GiB (1.2x), the study process (evaluating every force)
+# 0.64-0.98 GiB (2.4-3.6x). Why the Ray workers hold so much is not yet known.
+RAY_WORKER_EXAMPLE_COPIES = 6.5
+LOCAL_WORKER_EXAMPLE_COPIES = 1.5
+STUDY_EXAMPLE_COPIES = 4.0
+# DP-SGD's working memory in a training process: per-sample gradients and activations of one
+# physical chunk (at most MAX_PHYSICAL_BATCH vehicles of the recipe's logical batch) and the
+# optimiser's state: 0.12-0.14 GiB at 500 vehicles, 0.27-0.34 GiB at a full chunk, flat
+# beyond (docs/benchmarks/physical-batch.md).
+DP_TRAINING_FIXED_BYTES = 0.05 * 2**30
+DP_TRAINING_BYTES_PER_VEHICLE = 0.3 * 2**20
 
 
 @dataclass(frozen=True)
@@ -62,6 +93,14 @@ class CapacityEstimate:
     disk_bytes: float
     memory_available_bytes: float
     disk_free_bytes: float
+    stage_peak_bytes: dict[str, float] = field(default_factory=dict)  # the peak is their max
+
+    @property
+    def peak_stage(self) -> str:
+        """The stage whose estimate sets the peak ("" if stages were not given)."""
+        if not self.stage_peak_bytes:
+            return ""
+        return max(self.stage_peak_bytes, key=lambda stage: self.stage_peak_bytes[stage])
 
     def problems(self) -> list[str]:
         """Sentences naming each estimate that exceeds what the machine has (empty: fits)."""
@@ -82,13 +121,14 @@ class CapacityEstimate:
         """One line: reads, peak memory and disk estimates."""
         return (
             f"{self.reads:,} reads ({self.largest_force_reads_in_window:,} in the largest "
-            f"force's longest window); estimated peak memory {_gb(self.peak_memory_bytes)}, "
-            f"disk {_gb(self.disk_bytes)}"
+            f"force's longest window); estimated peak memory {_gb(self.peak_memory_bytes)}"
+            + (f" (in {self.peak_stage})" if self.peak_stage else "")
+            + f", disk {_gb(self.disk_bytes)}"
         )
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:,.1f} GB"
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def memory_available() -> float:
@@ -101,6 +141,13 @@ def memory_available() -> float:
     except OSError:
         pass
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _dp_training_bytes(training_vehicles: float) -> float:
+    """DP-SGD working memory for the recipe's logical batch over ``training_vehicles``."""
+    logical = dp_recipe(max(1, int(training_vehicles))).expected_batch_size
+    chunk = min(logical, MAX_PHYSICAL_BATCH)
+    return DP_TRAINING_FIXED_BYTES + chunk * DP_TRAINING_BYTES_PER_VEHICLE
 
 
 def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
@@ -129,8 +176,28 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
     # larger of the budget and one force's set, and never more than every force's.
     largest_set = largest_vehicles * example_bytes
     cached = min(spec.world.vehicles * example_bytes, max(cache_budget_bytes(), largest_set))
-    workers = os.cpu_count() or 1
-    designs_peak = BASE_PROCESS_BYTES + (1 + workers) * cached + max(build, pooled)
+    cores = os.cpu_count() or 1
+    designs = [get_design(name) for name in spec.designs]
+    # Worker processes alive together: one Ray worker a core once a federated design has run,
+    # and the local-only pool (one a core, at most one a force), kept for the whole study.
+    ray_workers = cores if any(d.needs_ray for d in designs) else 0
+    n_forces = len(spec.forces) or cores  # empty: every force of the world (at least 6)
+    local_workers = min(cores, n_forces) if "local-only" in spec.designs else 0
+    train_fraction = 1.0 - spec.evaluation.test_fraction
+    worker = WORKER_PROCESS_BYTES + _dp_training_bytes(largest_vehicles * train_fraction)
+    # The study process trains the pooled design on every force's training vehicles.
+    study_process = (
+        BASE_PROCESS_BYTES
+        + STUDY_EXAMPLE_COPIES * cached
+        + _dp_training_bytes(spec.world.vehicles * train_fraction)
+    )
+    designs_peak = (
+        study_process
+        + (RAY_SYSTEM_BYTES if ray_workers else 0.0)
+        + ray_workers * (worker + RAY_WORKER_EXAMPLE_COPIES * cached)
+        + local_workers * (worker + LOCAL_WORKER_EXAMPLE_COPIES * cached)
+        + max(build, pooled)
+    )
     # Before the designs: the public world (capped in vehicles) is built force by force in
     # memory, then its examples are concatenated (x2) and trained on.
     public_vehicles = 0
@@ -143,7 +210,10 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
             + public_force_reads * IN_MEMORY_BUILD_BYTES_PER_READ
             + 2 * public_vehicles * example_bytes
         )
-    peak = max(designs_peak, public_peak)
+    stages = {"the designs": designs_peak}
+    if public_peak:
+        stages["public pre-training"] = public_peak
+    peak = max(stages.values())
     stored = sum(spec.world.vehicles * min(w, spec.world.days) * per_day for w in windows)
     public_reads = public_vehicles * spec.world.days * per_day
     disk = (reads + public_reads) * EXPORT_BYTES_PER_READ + stored * STORE_BYTES_PER_READ
@@ -156,4 +226,5 @@ def estimate(spec: StudySpec, out: Path) -> CapacityEstimate:
         disk_bytes=disk,
         memory_available_bytes=memory_available(),
         disk_free_bytes=float(shutil.disk_usage(probe).free),
+        stage_peak_bytes=stages,
     )

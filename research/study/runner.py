@@ -57,6 +57,7 @@ from research.study.held_out import force_split, save_held_out
 from research.study.interrupt import stop_on_signals
 from research.study.layout import RunLayout, SweepTag, eps_label
 from research.study.plots import plot_pr_curves, plot_retention_outcome, plot_utility_vs_epsilon
+from research.study.process_memory import release_freed_memory
 from research.study.progress import example_progress, study_progress
 from research.study.ray_cluster import StudyRayCluster
 from research.study.results import package_versions, write_json, write_table
@@ -370,10 +371,12 @@ def run_study(
             stores = _prepare_forces(
                 spec, world_dir, out, windows, truth, result, progress, rerun=rerun
             )
+        release_freed_memory()  # each stage's freed gigabytes go back, not kept for later
         public_settings: dict[str, Any] = {}
         if spec.training.public_pretraining != "none":
             with _timed(timings, "public pre-training"):
                 public = _public_init(spec, world_dir, out, progress)
+            release_freed_memory()
             result.public_init = public.summary
             public_settings = {
                 "init_weights": str(public.path),
@@ -391,6 +394,7 @@ def run_study(
                 _build_examples(
                     nodes, study_settings(spec, window, spec.dp.epsilon, out, 1), progress
                 )
+            release_freed_memory()
             for design in designs:
                 epsilons = [e for w, e in points if w == window]
                 if spec.dp.nonprivate_references and window == main_window:
@@ -428,6 +432,7 @@ def run_study(
                                 [store_reuse.store_key(spec, window)],
                                 rerun,
                             )
+                        release_freed_memory()
                         with _timed(timings, "bootstrap"):
                             rows = evaluate_design(
                                 per_force,
