@@ -589,7 +589,9 @@ def purge_key_cmd(
 
     result = _run(as_json, body)
     typer.echo(
-        json.dumps(result) if as_json else f"purge key written to {out} (mode 0600); "
+        json.dumps(result)
+        if as_json
+        else f"purge key written to {out} (mode 0600); "
         "run `anprfed retention purge` with ANPRFED_PURGE_KEY_FILE set to it"
     )
 

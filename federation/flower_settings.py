@@ -38,6 +38,7 @@ def _key(name: str) -> str:
 TRAIN_LAYERS = ("all", "head")
 """``train-layers``: train every weight, or only the head over a fixed read encoder."""
 
+
 @dataclass(frozen=True)
 class FlowerSettings:
     """Every setting a Flower run of anprfed reads, with its run-config key in the comment.

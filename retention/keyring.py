@@ -302,6 +302,6 @@ def _aad(key_id: str, scope: str) -> bytes:
 def _dump(entries: list[dict[str, Any]]) -> bytes:
     # Compact separators keep json on its C encoder: an indented dump of a 730-key ring took
     # ~30 ms, and ingest rewrites the ring whenever it adds day keys.
-    return json.dumps(
-        {"version": KEYRING_VERSION, "keys": entries}, separators=(",", ":")
-    ).encode("utf-8")
+    return json.dumps({"version": KEYRING_VERSION, "keys": entries}, separators=(",", ":")).encode(
+        "utf-8"
+    )

@@ -401,8 +401,7 @@ def test_plan_keeps_superlink_state_private_and_records_node_ids(tmp_path: Path)
     assert "$HOME/.flwr-anprfed" not in text
     for force in ("cheshire", "cumbria"):
         assert (
-            f"--name {force} --format json | anprfed deploy record-node {force} --register"
-            in text
+            f"--name {force} --format json | anprfed deploy record-node {force} --register" in text
         )
     with pytest.raises(PlanError, match="operator-home"):
         build_plan(["cheshire"], operator_home="relative; rm -rf /")

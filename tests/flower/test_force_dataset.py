@@ -99,9 +99,7 @@ def test_the_in_process_cache_holds_at_most_its_budget(
     second = load_force_dataset(_open(world, 1), settings)
     sets, held = force_dataset.memory_cache_size()
     assert sets == 2  # the default budget (1 GiB) holds both toy forces
-    one = force_dataset.example_set_bytes(first.train) + force_dataset.example_set_bytes(
-        first.test
-    )
+    one = force_dataset.example_set_bytes(first.train) + force_dataset.example_set_bytes(first.test)
     assert held > one > 0
     # A budget smaller than one set: the newest set stays (its caller uses it), older go.
     monkeypatch.setenv(force_dataset.CACHE_BUDGET_ENV, "0.001")

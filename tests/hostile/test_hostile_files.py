@@ -64,9 +64,7 @@ def _retention_runs_again(built: BuiltStore, before: dict) -> None:
 
 @pytest.mark.usefixtures("cli_env")
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_a_symlink_in_any_folder_is_refused(
-    built: BuiltStore, tmp_path: Path, folder: str
-) -> None:
+def test_a_symlink_in_any_folder_is_refused(built: BuiltStore, tmp_path: Path, folder: str) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("someone else's")
     before = tree_digest(built.root)
