@@ -14,7 +14,7 @@ Memory: a logical (Poisson) batch is processed in physical chunks of at most
 gradients are clipped and summed, and the noise and the optimiser step come once per logical
 batch, so the mechanism, the accountant's record and (up to float rounding) the weights are
 those of the unsplit step. Without it a step holds every sampled vehicle's per-sample gradient
-and activations at once, ~130 kB a vehicle for the recipe's model at 32 reads: 2.9 GB for the
+and activations at once, ~145 KiB a vehicle for the recipe's model at 32 reads: 2.9 GiB for the
 21,000-vehicle batches a million-vehicle force's recipe asks for
 (docs/benchmarks/physical-batch.md).
 
@@ -131,7 +131,7 @@ def run_dp_sgd(
     frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
-    max_physical_batch: int = MAX_PHYSICAL_BATCH,
+    max_physical_batch: int | None = MAX_PHYSICAL_BATCH,
 ) -> DPRunResult:
     """Train a deep copy of ``model`` with DP-SGD; ``model`` itself is not modified.
 
@@ -148,10 +148,11 @@ def run_dp_sgd(
     run's ``(noise_multiplier, sample_rate, epochs / sample_rate)``.
 
     ``max_physical_batch`` bounds the vehicles whose per-sample gradients are held at once
-    (``"hooks"`` mode; ghost clipping holds no per-sample gradients and is not split).
+    (``None``: each logical batch in one pass; ghost clipping holds no per-sample gradients
+    and is never split).
     """
     steps_per_epoch = round(1.0 / sample_rate)
-    if max_physical_batch < 1:
+    if max_physical_batch is not None and max_physical_batch < 1:
         raise ValueError(f"max_physical_batch must be at least 1; got {max_physical_batch}")
     if sample_rate * len(dataset) < 1.0:
         raise ValueError(
@@ -198,7 +199,7 @@ def _run(
     frozen: tuple[str, ...] = (),
     probes: GradientCanaries | None = None,
     probe_generator: torch.Generator | None = None,
-    max_physical_batch: int = MAX_PHYSICAL_BATCH,
+    max_physical_batch: int | None = MAX_PHYSICAL_BATCH,
 ) -> DPRunResult:
     """``run_dp_sgd`` after validation, with Opacus's known warnings silenced."""
     work = copy.deepcopy(model)
@@ -231,7 +232,7 @@ def _run(
             raise ValueError("audit probes need their own generator")
         attach(optimizer, probes, sample_rate=sample_rate, generator=probe_generator)
 
-    if grad_sample_mode != "ghost":
+    if max_physical_batch is not None and "ghost" not in grad_sample_mode:
         # Chunks of at most max_physical_batch; Opacus steps (noise, accountant, probes) once
         # per logical batch and only clips and sums on the chunks before its last.
         dp_loader = wrap_data_loader(
