@@ -21,11 +21,12 @@ import time
 from peak_memory import descendants, process_name, pss_bytes
 
 
-def by_name() -> dict[str, list[int]]:
-    """PSS bytes of every process below this one, by process name (this one excluded)."""
+def by_name(exclude: set[int]) -> dict[str, list[int]]:
+    """PSS bytes of every process below this one but ``exclude``, by process name."""
     grouped: dict[str, list[int]] = {}
     for pid in descendants(os.getpid())[1:]:
-        grouped.setdefault(process_name(pid), []).append(pss_bytes(pid))
+        if pid not in exclude:
+            grouped.setdefault(process_name(pid), []).append(pss_bytes(pid))
     return grouped
 
 
@@ -50,11 +51,7 @@ def main() -> None:
     worker_pids = set(ray.get([f.load.remote() for f in forces]))
     time.sleep(args.settle_s)
     workers = [pss_bytes(pid) for pid in worker_pids]
-    system = {
-        name: sum(sizes)
-        for name, sizes in by_name().items()
-        if name not in {process_name(pid) for pid in worker_pids}
-    }
+    system = {name: sum(sizes) for name, sizes in by_name(exclude=worker_pids).items()}
     gib = 2**30
     print(
         json.dumps(
